@@ -69,7 +69,9 @@ class CustomEngine:
                     num_steps = min(num_steps, total - begin)
                 begin_batch(begin)
                 logs = function(data_iterator, num_steps)
-                end_batch(begin + num_steps - 1, logs)
+                # Like fit(), report the execution's nominal last index even when the final
+                # execution of an epoch is short.
+                end_batch(end, logs)
                 stop_flag = "stop_training" if training else "stop_evaluating"
                 if getattr(self.model, stop_flag, False):
                     break

@@ -30,6 +30,10 @@ def train(
     Example:
         >>> history = train(model, prepare_data((x, y), batch_size=32), engine="custom")
     """
+    import tensorflow as tf
+
+    if isinstance(data.train, tf.data.Dataset):
+        shuffle = False  # the pipeline shuffles; Keras warns that the flag is ignored
     kwargs: dict[str, Any] = dict(
         epochs=epochs,
         validation_data=data.validation,

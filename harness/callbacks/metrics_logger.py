@@ -81,7 +81,9 @@ class MetricsLogger(keras.callbacks.Callback):
             self._pending_lr = _current_lr(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._last_batch = batch
+        steps = self.params.get("steps")
+        # With steps_per_execution, fit() reports a short final execution by its nominal index.
+        self._last_batch = min(batch, steps - 1) if steps else batch
         self._train_end = time.perf_counter()
         step = self.global_step
         if step // self.every <= self._last_logged // self.every:

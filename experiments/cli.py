@@ -1,0 +1,126 @@
+"""The `harness` command: run experiments, open the MLflow UI, list runs.
+
+Heavy libraries are imported inside the commands, so `harness --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from experiments.errors import UsageError
+
+app = typer.Typer(
+    name="harness",
+    help="Tracked Keras training runs from YAML configs (MLflow + TensorBoard).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: tracking.uri, $MLFLOW_TRACKING_URI, "
+        "sqlite:///mlflow.db).",
+    ),
+]
+
+
+@app.command()
+def run(
+    config: Annotated[str, typer.Argument(help="Path of the experiment's YAML config.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted key=value overrides, e.g. trainer.epochs=1."),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Train CONFIG and track the run in MLflow and TensorBoard."""
+    from experiments.config_loader import load_config
+
+    loaded = load_config(config, overrides or [])
+    from experiments.run import run_experiment
+
+    result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config)
+    final = {k: round(v[-1], 4) for k, v in result.history.items() if v}
+    typer.echo(f"run {result.run_id} finished: {final}")
+    typer.echo(f"  MLflow:      harness ui --tracking-uri {result.tracking_uri}")
+    typer.echo(f"  TensorBoard: tensorboard --logdir {result.tensorboard_dir.parent}")
+    typer.echo(f"  runs table:  harness runs --tracking-uri {result.tracking_uri}")
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUri = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 5000,
+) -> None:
+    """Open the MLflow UI on the same store `harness run` writes to."""
+    import os
+
+    from experiments.tracking_setup import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, None)
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    os.execv(sys.executable, [*command, "--host", host, "--port", str(port)])
+
+
+@app.command()
+def runs(
+    experiment: Annotated[
+        str | None, typer.Option(help="Only this experiment (default: all).")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    limit: Annotated[int, typer.Option(help="Most recent N runs.", min=1)] = 20,
+    csv: Annotated[str | None, typer.Option(help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """A table of recent runs with their main params and final metrics."""
+    from experiments.runs_table import print_table, runs_frame
+    from experiments.tracking_setup import resolve_tracking_uri
+
+    frame = runs_frame(resolve_tracking_uri(tracking_uri, None), experiment, limit=limit)
+    print_table(frame)
+    if csv:
+        frame.to_csv(csv, index=False)
+        typer.echo(f"wrote {len(frame)} runs to {csv}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="harness", standalone_mode=False)
+    except UsageError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return UsageError.exit_code
+    except click.exceptions.NoArgsIsHelpError:
+        return 0
+    except click.UsageError as error:
+        where = error.ctx.command_path if error.ctx else "harness"
+        print(f"{where}: error: {error.format_message()} (see '{where} --help')", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.Abort:
+        print("harness: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("harness: interrupted; the run was marked KILLED", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def entry_point() -> None:
+    """Console-script wrapper: exit with `main`'s status."""
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The typed experiment config: every section validated before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    name: str = Field(description="registry name (mlp, cnn, ...) or import path pkg.mod:fn")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSection(_Section):
+    name: str = Field(description="registry name (digits, ...) or import path pkg.mod:fn")
+    params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(32, ge=1)
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    shuffle: bool = True
+    drop_remainder: bool = False
+
+
+class OptimizerSection(_Section):
+    name: str = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainerSection(_Section):
+    engine: Literal["fit", "custom"] = "fit"
+    epochs: int = Field(1, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    validation_steps: int | None = Field(None, ge=1)
+    steps_per_execution: int = Field(1, ge=1)
+    jit_compile: bool = False
+    seed: int = Field(0, ge=0)
+    deterministic: bool = False
+    log_every_n_steps: int = Field(10, ge=1)
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+
+
+class CallbackSpec(_Section):
+    class_path: str = Field(description="import path of a keras.callbacks.Callback subclass")
+    init_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingSection(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///mlflow.db")
+    experiment: str = Field("default", min_length=1)
+    run_name: str | None = None
+    tensorboard_dir: str = "runs"
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: what to train, on what, how, and where it is tracked."""
+
+    model: ModelSection
+    data: DataSection
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    loss: str
+    metrics: list[str] = Field(default_factory=list)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    callbacks: list[CallbackSpec] = Field(default_factory=list)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+
+def flatten(config: ExperimentConfig) -> dict[str, str]:
+    """Dotted `section.key` params for MLflow, e.g. `{"optimizer.learning_rate": "0.001"}`."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list) and value and any(isinstance(v, dict) for v in value):
+            for index, item in enumerate(value):
+                walk(f"{prefix}.{index}", item)
+        else:
+            flat[prefix] = str(value)
+
+    walk("", config.model_dump(mode="json"))
+    return flat

@@ -1,0 +1,12 @@
+"""Bad input is reported as one line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Invalid config, CLI argument, storage URL or data: the message is the whole story.
+
+    The message names what is wrong, the rule, the value received and how to fix it.
+    """
+
+    exit_code = 2

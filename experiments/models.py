@@ -1,0 +1,63 @@
+"""Built-in model factories. Each returns an uncompiled `keras.Model` built from its params.
+
+The contract a user's own factory follows: a callable taking the keyword arguments in
+`model.params` and returning an uncompiled, built `keras.Model` (start it with `keras.Input`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+
+def build_mlp(
+    input_shape: Sequence[int] = (64,),
+    num_classes: int = 10,
+    hidden_units: Sequence[int] = (64,),
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> keras.Model:
+    """A classifier of dense layers with a softmax output."""
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = keras.layers.Flatten()(inputs)
+    for units in hidden_units:
+        x = keras.layers.Dense(units, activation=activation)(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def build_cnn(
+    input_shape: Sequence[int] = (8, 8, 1),
+    num_classes: int = 10,
+    filters: Sequence[int] = (16, 32),
+    dense_units: int = 64,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """A small convolutional classifier for little images such as the 8×8 digits."""
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = inputs
+    for count in filters:
+        x = keras.layers.Conv2D(count, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(dense_units, activation="relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def build_regression_mlp(
+    input_shape: Sequence[int] = (10,),
+    hidden_units: Sequence[int] = (32,),
+    outputs: int = 1,
+) -> keras.Model:
+    """A dense regressor with a linear output."""
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = inputs
+    for units in hidden_units:
+        x = keras.layers.Dense(units, activation="relu")(x)
+    prediction = keras.layers.Dense(outputs, name="prediction")(x)
+    return keras.Model(inputs, prediction, name="regression_mlp")

@@ -1,0 +1,166 @@
+"""Models, data sets, optimizers, losses, metrics and callbacks by registry name or import path.
+
+A user's own code is named by import path (`my_pkg.models:build_model`, or the dotted
+`my_pkg.models.build_model`), so nothing in this project has to change to use it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from experiments.errors import UsageError
+
+MODELS: dict[str, str] = {
+    "mlp": "experiments.models:build_mlp",
+    "cnn": "experiments.models:build_cnn",
+    "regression_mlp": "experiments.models:build_regression_mlp",
+}
+DATASETS: dict[str, str] = {
+    "digits": "experiments.datasets:load_digits",
+    "digits_images": "experiments.datasets:load_digits_images",
+    "diabetes": "experiments.datasets:load_diabetes",
+}
+
+
+def is_import_path(name: str) -> bool:
+    return ":" in name or "." in name
+
+
+def import_object(path: str, *, what: str) -> Any:
+    """Import `pkg.mod:attr` or `pkg.mod.attr`.
+
+    Raises:
+        UsageError: the module or attribute does not exist.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise UsageError(
+            f"{what}: '{path}' is not an import path. Write it as package.module:name"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UsageError(
+            f"{what}: cannot import module '{module_name}' of '{path}' ({error}). "
+            "Check the spelling and that the package is installed or on PYTHONPATH"
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        public = sorted(n for n in dir(module) if not n.startswith("_"))
+        close = difflib.get_close_matches(attr, public, n=1)
+        hint = f" Did you mean '{module_name}:{close[0]}'?" if close else ""
+        raise UsageError(
+            f"{what}: module '{module_name}' has no attribute '{attr}'.{hint}"
+        ) from None
+
+
+def resolve_factory(name: str, registry: Mapping[str, str], *, what: str) -> Callable[..., Any]:
+    """A model or data factory by registry name or import path."""
+    if name in registry:
+        return import_object(registry[name], what=what)
+    if is_import_path(name):
+        factory = import_object(name, what=what)
+        if not callable(factory):
+            raise UsageError(f"{what}: '{name}' is not callable; name a function or class")
+        return factory
+    raise UsageError(
+        f"{what}: unknown name '{name}'. Valid names: {', '.join(sorted(registry))}, "
+        "or an import path like my_pkg.module:build"
+    )
+
+
+def _keras_names(module: Any, *, predicate: Callable[[Any], bool]) -> list[str]:
+    return sorted(
+        n for n in dir(module) if n.islower() and not n.startswith("_")
+        and predicate(getattr(module, n))
+    )
+
+
+def build_optimizer(name: str, learning_rate: float, params: Mapping[str, Any]) -> Any:
+    """A Keras optimizer by name (`adam`) or import path, with its own params."""
+    import keras
+
+    config = {"learning_rate": learning_rate, **params}
+    if is_import_path(name):
+        cls = import_object(name, what="optimizer.name")
+    else:
+        classes = {
+            n.lower(): getattr(keras.optimizers, n)
+            for n in dir(keras.optimizers)
+            if isinstance(getattr(keras.optimizers, n), type)
+            and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)
+            and n not in ("Optimizer", "LossScaleOptimizer")
+        }
+        if name.lower() not in classes:
+            raise UsageError(
+                f"optimizer.name: unknown optimizer '{name}'. Valid names: "
+                f"{', '.join(sorted(classes))}, or an import path"
+            )
+        cls = classes[name.lower()]
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as error:
+        raise UsageError(
+            f"optimizer.params: {cls.__name__} rejected {dict(params)}: {error}. "
+            "Use the optimizer's own argument names"
+        ) from None
+
+
+def resolve_loss(name: str) -> Any:
+    """A Keras loss by name or import path (validated now, passed to compile)."""
+    import keras
+
+    if is_import_path(name):
+        return import_object(name, what="loss")
+    try:
+        keras.losses.get(name)
+    except (ValueError, TypeError):
+        valid = _keras_names(keras.losses, predicate=callable)
+        raise UsageError(
+            f"loss: unknown loss '{name}'. Valid names: {', '.join(valid)}, or an import path"
+        ) from None
+    return name
+
+
+def resolve_metric(name: str, index: int) -> Any:
+    """A Keras metric by name or import path (validated now, passed to compile)."""
+    import keras
+
+    if is_import_path(name):
+        return import_object(name, what=f"metrics[{index}]")
+    if name in ("accuracy", "acc", "crossentropy", "ce"):
+        return name  # resolved by compile() from the loss and label shapes
+    try:
+        keras.metrics.get(name)
+    except (ValueError, TypeError):
+        valid = _keras_names(keras.metrics, predicate=callable)
+        raise UsageError(
+            f"metrics[{index}]: unknown metric '{name}'. Valid names: accuracy, "
+            f"{', '.join(valid)}, or an import path"
+        ) from None
+    return name
+
+
+def build_callback(class_path: str, init_args: Mapping[str, Any], index: int) -> Any:
+    """Instantiate a Keras callback from its import path and arguments."""
+    import keras
+
+    what = f"callbacks[{index}].class_path"
+    cls = import_object(class_path, what=what)
+    if not (isinstance(cls, type) and issubclass(cls, keras.callbacks.Callback)):
+        raise UsageError(
+            f"{what}: '{class_path}' is not a keras.callbacks.Callback subclass; "
+            "name a callback class such as keras.callbacks.EarlyStopping"
+        )
+    try:
+        return cls(**init_args)
+    except (TypeError, ValueError) as error:
+        raise UsageError(
+            f"callbacks[{index}].init_args: {cls.__name__} rejected {dict(init_args)}: {error}"
+        ) from None

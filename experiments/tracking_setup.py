@@ -1,0 +1,71 @@
+"""Where a run is tracked: the MLflow URI, the run's tags, and its sinks."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+from experiments.errors import UsageError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
+    """`--tracking-uri`, else `tracking.uri`, else `MLFLOW_TRACKING_URI`, else the local default.
+
+    Raises:
+        UsageError: the URI's scheme is not one MLflow can store runs in.
+    """
+    uri = cli_uri or config_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in _SCHEMES:
+        raise UsageError(
+            f"tracking URI '{uri}' has an unsupported scheme '{scheme}'. Use one of "
+            f"{', '.join(s + '://' for s in _SCHEMES)}, e.g. {DEFAULT_TRACKING_URI} or "
+            "http://127.0.0.1:5000"
+        )
+    if scheme == "http" or scheme == "https":
+        if not urlparse(uri).hostname:
+            raise UsageError(f"tracking URI '{uri}' has no host; write it like http://HOST:PORT")
+    return uri
+
+
+def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
+    """Tags every run carries: engine, versions, devices, host, source, git commit."""
+    import keras
+    import tensorflow as tf
+
+    tags = {
+        "harness.engine": engine,
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+        "python.version": platform.python_version(),
+        "devices": ",".join(d.name for d in tf.config.list_logical_devices()),
+        "host": socket.gethostname(),
+    }
+    if config_path:
+        tags["mlflow.source.name"] = str(config_path)
+        tags["harness.config_path"] = str(config_path)
+    commit = _git_commit(Path(config_path).parent if config_path else Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory if directory.is_dir() else None,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
