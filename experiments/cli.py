@@ -5,13 +5,16 @@ Heavy libraries are imported inside the commands, so `harness --help` answers at
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from experiments.errors import UsageError
+
+# TensorFlow's C++ start-up chatter would bury our one-line messages; users can lower this.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     name="harness",
@@ -45,6 +48,7 @@ def run(
     from experiments.config_loader import load_config
 
     loaded = load_config(config, overrides or [])
+    _import_tensorflow_quietly()
     from experiments.run import run_experiment
 
     result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config)
@@ -62,8 +66,6 @@ def ui(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 5000,
 ) -> None:
     """Open the MLflow UI on the same store `harness run` writes to."""
-    import os
-
     from experiments.tracking_setup import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, None)
@@ -92,6 +94,28 @@ def runs(
         typer.echo(f"wrote {len(frame)} runs to {csv}")
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 silenced.
+
+    TF 2.21 writes absl start-up lines ("oneDNN custom operations are on", "Could not find
+    cuda drivers") to fd 2 before any log level applies, burying one-line error messages.
+    Only the import itself is silenced; a failing import still raises normally.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
     command = typer.main.get_command(app)
@@ -100,17 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return UsageError.exit_code
-    except click.exceptions.NoArgsIsHelpError:
-        return 0
-    except click.UsageError as error:
-        where = error.ctx.command_path if error.ctx else "harness"
-        print(f"{where}: error: {error.format_message()} (see '{where} --help')", file=sys.stderr)
-        return 2
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return int(done.exit_code)
-    except click.Abort:
+    except typer.Abort:
         print("harness: aborted", file=sys.stderr)
         return 130
+    except typer.TyperException as error:  # typer's (vendored click) usage errors
+        ctx = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        where = ctx.command_path if ctx is not None else "harness"
+        message = " ".join(error.format_message().split())
+        print(f"{where}: error: {message} (see '{where} --help')", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("harness: interrupted; the run was marked KILLED", file=sys.stderr)
         return 130

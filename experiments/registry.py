@@ -95,7 +95,7 @@ def build_optimizer(name: str, learning_rate: float, params: Mapping[str, Any]) 
             for n in dir(keras.optimizers)
             if isinstance(getattr(keras.optimizers, n), type)
             and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)
-            and n not in ("Optimizer", "LossScaleOptimizer")
+            and n not in ("Optimizer", "LossScaleOptimizer", "MultiOptimizer")
         }
         if name.lower() not in classes:
             raise UsageError(
