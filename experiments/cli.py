@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="harness", standalone_mode=False)
+        status = command.main(args=argv, prog_name="harness", standalone_mode=False)
     except UsageError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return UsageError.exit_code
@@ -139,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}: error: {message} (see '{where} --help')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        status = 130
+    if status == 130:  # typer turns KeyboardInterrupt (Ctrl-C, our SIGTERM) into exit 130
         print("harness: interrupted; the run was marked KILLED", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -48,17 +48,24 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     return frame[list(present)].rename(columns=present)
 
 
+_HIDDEN_IN_TABLE = ("learning_rate", "epoch_time_s", "steps_per_sec", "data.name", "trainer.epochs")
+
+
 def print_table(frame: Any) -> None:
-    """Print the runs as a rich table."""
+    """Print the runs as a rich table (the CSV keeps every column)."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
+    shown = frame[[c for c in frame.columns if c not in _HIDDEN_IN_TABLE]]
     table = Table(show_lines=False)
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
+    for column in shown.columns:
+        table.add_column(str(column), overflow="fold")
+    for row in shown.itertuples(index=False):
         table.add_row(*(_cell(value) for value in row))
-    Console().print(table)
+    # Piped output has no terminal width; don't squeeze columns to nothing.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def _cell(value: Any) -> str:

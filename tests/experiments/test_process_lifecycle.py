@@ -1,0 +1,144 @@
+"""Real processes: SIGTERM ends the run KILLED; a real `mlflow server` on loopback; `harness runs`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from experiments.cli import main
+from experiments.config_loader import load_config
+from experiments.run import run_experiment
+from tests.experiments.configs import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_sigterm_marks_the_run_killed_and_exits_130(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = write_config(tmp_path, {
+        "trainer.epochs": 50,
+        "callbacks": [{"class_path": "tests.experiments.slow_callback.SlowDown"}],
+    })
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    harness = Path(sys.executable).with_name("harness")
+    proc = subprocess.Popen([str(harness), "run", str(config), "--tracking-uri", uri],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def running_run():
+            if not (tmp_path / "mlflow.db").exists():
+                return None
+            try:
+                runs = MlflowClient(uri).search_runs(["0", *_experiment_ids(uri)])
+            except Exception:
+                return None
+            found = [r for r in runs if r.info.status == "RUNNING"]
+            if found and MlflowClient(uri).get_metric_history(found[0].info.run_id, "step/loss"):
+                return found[0]
+            return None
+
+        run = _wait_for(running_run, 120, "a RUNNING run with step metrics")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
+
+
+def _experiment_ids(uri: str) -> list[str]:
+    return [e.experiment_id for e in MlflowClient(uri).search_experiments()]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{root}/server.db",
+         "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait_for(healthy, 90, "mlflow server /health")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> None:
+    config = load_config(write_config(in_tmp, {"trainer.engine": "custom",
+                                               "tracking.experiment": "server"}))
+    result = run_experiment(config, tracking_uri=mlflow_server)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    logged = client.get_metric_history(result.run_id, "val_loss")
+    assert [m.value for m in logged] == pytest.approx(result.history["val_loss"])
+    assert {"config.yaml", "history.csv", "model"} <= {
+        a.path for a in client.list_artifacts(result.run_id)
+    }
+
+
+def test_runs_table_lists_runs_with_params_and_final_metrics(
+    in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(write_config(in_tmp, {"tracking.experiment": "table",
+                                               "tracking.run_name": "tabled"}))
+    result = run_experiment(config, tracking_uri=mlflow_uri)
+    out_csv = in_tmp / "runs.csv"
+    code = main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table",
+                 "--csv", str(out_csv)])
+    assert code == 0
+    assert "tabled" in capsys.readouterr().out
+    rows = list(csv.DictReader(out_csv.open()))
+    assert rows[0]["run_id"] == result.run_id
+    assert rows[0]["run_name"] == "tabled"
+    assert rows[0]["optimizer.learning_rate"] == "0.01"
+    assert float(rows[0]["val_loss"]) == pytest.approx(result.history["val_loss"][-1])
+
+
+def test_runs_table_rejects_an_unknown_experiment(mlflow_uri: str, capsys) -> None:
+    code = main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "nope-none"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no experiment named 'nope-none'" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,115 @@
+"""A tracked run per engine lands in a real MLflow store and in TensorBoard event files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments.config_loader import load_config
+from experiments.run import run_experiment
+from tests.experiments.configs import write_config
+
+EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def _run(tmp: Path, uri: str, engine: str, **changes: Any):
+    changes = {"trainer.engine": engine, "tracking.tensorboard_dir": str(tmp / "tb"),
+               "tracking.experiment": f"tracked-{engine}", **changes}
+    config = load_config(write_config(tmp, changes))
+    return run_experiment(config, tracking_uri=uri, config_path=str(tmp / "tiny.yaml"))
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_run_is_tracked_in_mlflow_and_tensorboard(engine: str, in_tmp: Path, mlflow_uri: str):
+    result = _run(in_tmp, mlflow_uri, engine)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+
+    # Epoch metrics match the returned History, on the global step (240 examples / 32 -> 8).
+    for key in EPOCH_KEYS:
+        logged = client.get_metric_history(result.run_id, key)
+        assert [m.step for m in logged] == [8, 16]
+        np.testing.assert_allclose([m.value for m in logged], result.history[key], rtol=1e-6)
+    # Step metrics every 2 steps, with the learning rate actually applied.
+    step_loss = client.get_metric_history(result.run_id, "step/loss")
+    assert [m.step for m in step_loss] == list(range(2, 17, 2))
+    lr = client.get_metric_history(result.run_id, "step/learning_rate")
+    assert {round(m.value, 8) for m in lr} == {0.01}
+    assert len(client.get_metric_history(result.run_id, "steps_per_sec")) == 2
+    assert len(client.get_metric_history(result.run_id, "epoch_time_s")) == 2
+
+    params = run.data.params
+    assert params["trainer.engine"] == engine
+    assert params["optimizer.learning_rate"] == "0.01"
+    assert params["model.params.hidden_units"] == "[16]"
+    tags = run.data.tags
+    assert tags["harness.engine"] == engine
+    assert tags["tensorflow.version"] and tags["keras.version"] == keras.__version__
+    assert "CPU" in tags["devices"] and tags["host"]
+
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "history.csv", "model"} <= artifacts
+    csv = Path(client.download_artifacts(result.run_id, "history.csv", str(in_tmp)))
+    assert csv.read_text().splitlines()[0] == "epoch," + ",".join(result.history)
+
+    import mlflow
+
+    model_uri = f"runs:/{result.run_id}/model"
+    mlflow.set_tracking_uri(mlflow_uri)
+    assert mlflow.models.get_model_info(model_uri).signature is not None
+    loaded = mlflow.keras.load_model(model_uri)
+    assert loaded.predict(np.zeros((2, 64), "float32"), verbose=0).shape == (2, 10)
+
+    # TensorBoard holds the same scalars on the same global steps.
+    events = EventAccumulator(str(result.tensorboard_dir))
+    events.Reload()
+    for key in (*EPOCH_KEYS, "step/loss", "step/learning_rate"):
+        tb = events.Scalars(key)
+        ml = client.get_metric_history(result.run_id, key)
+        assert [e.step for e in tb] == [m.step for m in ml]
+        np.testing.assert_allclose([e.value for e in tb], [m.value for m in ml], rtol=1e-6)
+
+
+class Explode(keras.callbacks.Callback):
+    def __init__(self, error: str = "runtime") -> None:
+        super().__init__()
+        self.error = error
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.error == "interrupt":
+            raise KeyboardInterrupt
+        raise RuntimeError("exploded on purpose")
+
+
+def _last_run(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_an_exception_marks_the_run_failed_with_the_error(engine, in_tmp, mlflow_uri):
+    callbacks = [{"class_path": "tests.experiments.test_tracked_run.Explode"}]
+    with pytest.raises(RuntimeError, match="exploded on purpose"):
+        _run(in_tmp, mlflow_uri, engine, callbacks=callbacks, **{"tracking.experiment": "fail"})
+    run = _last_run(mlflow_uri, "fail")
+    assert run.info.status == "FAILED"
+    assert "exploded on purpose" in run.data.tags["error"]
+    # Metrics logged before the failure were flushed, not lost.
+    assert len(MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "step/loss")) == 4
+
+
+def test_ctrl_c_marks_the_run_killed(in_tmp, mlflow_uri):
+    callbacks = [{"class_path": "tests.experiments.test_tracked_run.Explode",
+                  "init_args": {"error": "interrupt"}}]
+    with pytest.raises(KeyboardInterrupt):
+        _run(in_tmp, mlflow_uri, "custom", callbacks=callbacks,
+             **{"tracking.experiment": "killed"})
+    assert _last_run(mlflow_uri, "killed").info.status == "KILLED"
