@@ -1,0 +1,46 @@
+"""Where a run's metrics go: the `Sink` interface and its MLflow, TensorBoard and test sinks.
+
+The MLflow and TensorBoard sinks are imported on first use, so `import tracking` stays
+light (no mlflow, tensorboard or tensorflow).
+
+Example:
+    from tracking import FanOutSink, MlflowSink, TensorBoardSink
+
+    sink = FanOutSink([
+        MlflowSink.start("sqlite:///mlflow.db", experiment="mnist"),
+        TensorBoardSink("runs/mnist"),
+    ])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from tracking.fanout import FanOutSink
+from tracking.memory import InMemorySink
+from tracking.sink import RunStatus, Sink
+
+if TYPE_CHECKING:
+    from tracking.mlflow_sink import MlflowSink
+    from tracking.tensorboard_sink import TensorBoardSink
+
+__all__ = ["Sink", "RunStatus", "FanOutSink", "InMemorySink", "MlflowSink", "TensorBoardSink"]
+
+_LAZY_MODULES = {
+    "MlflowSink": "tracking.mlflow_sink",
+    "TensorBoardSink": "tracking.tensorboard_sink",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

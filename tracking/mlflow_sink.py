@@ -1,0 +1,301 @@
+"""`MlflowSink`: sends a run to MLflow through `MlflowClient` and an explicit run id."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tracking._keras_model import save_keras_model
+from tracking._metric_sender import MetricPoint, MetricSender
+from tracking._retry import call_with_retries
+from tracking.sink import RunStatus, Sink, check_status
+from tracking.spill import write_spill_file
+
+try:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+except ImportError as exc:  # pragma: no cover - mlflow is a declared dependency
+    raise ImportError("MlflowSink needs MLflow: pip install 'mlflow>=3.5'") from exc
+
+T = TypeVar("T")
+
+# MLflow's per-request and per-value limits (mlflow.utils.validation).
+_MAX_PARAMS_TAGS_PER_BATCH = 100
+_MAX_PARAM_VALUE_LENGTH = 6000
+_MAX_TAG_VALUE_LENGTH = 8000
+_MAX_ERROR_TAG_LENGTH = 5000
+
+
+class MlflowSink(Sink):
+    """Logs one MLflow run; metrics are batched and sent from a background thread.
+
+    Only `MlflowClient` calls with an explicit run id are used, never the fluent "active run",
+    so several trials can log side by side in one process. Params, tags and artifacts are
+    sent synchronously. Metrics that cannot be delivered are never dropped: they are retried
+    at every flush and, if still unsent at `close`, saved to `mlflow-unsent-<run_id>.jsonl`.
+
+    Example:
+        sink = MlflowSink.start("sqlite:///mlflow.db", experiment="mnist", run_name="trial-3")
+        sink.log_params({"lr": 1e-3})
+        sink.log_metrics({"loss": 0.25}, step=1)
+        sink.close()
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        send_interval_s: float = 1.0,
+    ) -> None:
+        """Attach to the existing run `run_id` (e.g. to resume it)."""
+        if max_retries < 0:
+            raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
+        if retry_backoff_s < 0:
+            raise ValueError(
+                f"`retry_backoff_s` must be >= 0. Received: retry_backoff_s={retry_backoff_s}"
+            )
+        if send_interval_s <= 0:
+            raise ValueError(
+                f"`send_interval_s` must be > 0. Received: send_interval_s={send_interval_s}"
+            )
+        self._client = client
+        self._run_id = run_id
+        self._experiment_id: str | None = None
+        self._max_retries = max_retries
+        self._retry_backoff_s = retry_backoff_s
+        self._closed = False
+        self._sender = MetricSender(
+            self._send_metrics,
+            interval_s=send_interval_s,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            name=f"mlflow-metrics-{run_id[:8]}",
+        )
+
+    @classmethod
+    def start(
+        cls,
+        tracking_uri: str,
+        *,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifact_location: str | None = None,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+    ) -> MlflowSink:
+        """Create a run in `experiment` (created if missing) and return a sink for it.
+
+        `artifact_location` is used only when the experiment is created here.
+        """
+        client = MlflowClient(tracking_uri)
+        retry = functools.partial(
+            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
+        )
+        experiment_id = retry(
+            lambda: _get_or_create_experiment(
+                client, experiment, artifact_location=artifact_location
+            )
+        )
+        run = retry(
+            lambda: client.create_run(
+                experiment_id, run_name=run_name, tags=dict(tags) if tags else None
+            )
+        )
+        sink = cls(
+            client, run.info.run_id, max_retries=max_retries, retry_backoff_s=retry_backoff_s
+        )
+        sink._experiment_id = experiment_id
+        return sink
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run this sink logs to."""
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment holding the run (looked up once when attached to an existing run)."""
+        if self._experiment_id is None:
+            run = self._retry(lambda: self._client.get_run(self._run_id))
+            self._experiment_id = str(run.info.experiment_id)
+        return self._experiment_id
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking server or store URI of the client."""
+        return str(self._client.tracking_uri)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._check_open()
+        entities = [
+            Param(str(key), _truncated(f"param {key!r}", str(value), limit=_MAX_PARAM_VALUE_LENGTH))
+            for key, value in params.items()
+        ]
+        self._log_batch_in_chunks(entities, "params")
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        # Hot path (every training step): build plain tuples, hand them to the sender thread.
+        if self._closed:
+            self._check_open()
+        timestamp = int(time.time() * 1000)
+        self._sender.put([(key, float(value), step, timestamp) for key, value in metrics.items()])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._check_open()
+        entities = [
+            RunTag(str(key), _truncated(f"tag {key!r}", str(value), limit=_MAX_TAG_VALUE_LENGTH))
+            for key, value in tags.items()
+        ]
+        self._log_batch_in_chunks(entities, "tags")
+
+    def log_artifact(
+        self, local_path: str | os.PathLike[str], *, artifact_path: str | None = None
+    ) -> None:
+        self._check_open()
+        path = Path(local_path)
+        if path.is_dir():
+            self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), artifact_path))
+        elif path.is_file():
+            self._retry(lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
+        else:
+            raise FileNotFoundError(
+                f"`local_path` must be an existing file or directory. Received: {str(path)!r}"
+            )
+
+    def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
+        """Save a `keras.Model` as the run's `model` artifact in MLflow's Keras format.
+
+        With `input_example`, the model's signature is inferred from it and recorded, so
+        `mlflow.keras.load_model(f"runs:/{run_id}/model")` and serving know the shapes.
+        """
+        self._check_open()
+        with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
+            path = save_keras_model(model, Path(tmp) / "model", input_example=input_example)
+            self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), "model"))
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        _warn_all(self._sender.flush(), run_id=self._run_id)
+
+    def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:
+        """Send everything, record `error`, and mark the run `status`; later calls do nothing."""
+        check_status(status)
+        if self._closed:
+            return
+        self._closed = True
+        unsent, problems = self._sender.stop()
+        _warn_all(problems, run_id=self._run_id)
+        # A backend that just failed every retry is probably down: try the rest once each,
+        # so closing against a dead server does not take several full retry cycles.
+        retry = self._retry
+        if self._sender.failing:
+            retry = functools.partial(call_with_retries, max_retries=0, backoff_s=0)
+        if unsent:
+            self._spill(unsent)
+        if error is not None:
+            self._record_error(error, retry)
+        try:
+            retry(lambda: self._client.set_terminated(self._run_id, status=status))
+        except Exception as exc:
+            warnings.warn(
+                f"MLflow run {self._run_id}: could not set its status to {status} ({exc!r}); "
+                "it will show as RUNNING until updated, e.g. with "
+                f"`MlflowClient({self.tracking_uri!r}).set_terminated({self._run_id!r}, "
+                f"status={status!r})`.",
+                stacklevel=2,
+            )
+
+    def _send_metrics(self, points: list[MetricPoint]) -> None:
+        metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in points]
+        self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
+
+    def _log_batch_in_chunks(self, entities: list[Any], kind: str) -> None:
+        for start in range(0, len(entities), _MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = entities[start : start + _MAX_PARAMS_TAGS_PER_BATCH]
+            kwargs = {kind: chunk}
+            self._retry(
+                functools.partial(self._client.log_batch, self._run_id, synchronous=True, **kwargs)
+            )
+
+    def _record_error(self, error: str, retry: Callable[[Callable[[], Any]], Any]) -> None:
+        tag = error[:_MAX_ERROR_TAG_LENGTH]  # the full text goes to the error.txt artifact
+        try:
+            retry(lambda: self._client.set_tag(self._run_id, "error", tag, synchronous=True))
+            with tempfile.TemporaryDirectory(prefix="mlflow-error-") as tmp:
+                path = Path(tmp) / "error.txt"
+                path.write_text(error, encoding="utf-8")
+                retry(lambda: self._client.log_artifact(self._run_id, str(path)))
+        except Exception as exc:
+            warnings.warn(
+                f"MLflow run {self._run_id}: could not record the run's error ({exc!r}). "
+                f"The error was:\n{error}",
+                stacklevel=3,
+            )
+
+    def _spill(self, unsent: list[MetricPoint]) -> None:
+        path = write_spill_file(unsent, run_id=self._run_id)
+        warnings.warn(
+            f"MLflow run {self._run_id}: {len(unsent)} metric points could not be sent and "
+            f"were saved to {path}. Replay them with: python -m tracking.spill {path} "
+            f"--tracking-uri {self.tracking_uri} --run-id {self._run_id}",
+            stacklevel=3,
+        )
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return call_with_retries(fn, max_retries=self._max_retries, backoff_s=self._retry_backoff_s)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"MlflowSink for run {self._run_id} is closed; attach a new "
+                "`MlflowSink(client, run_id)` to log more to this run."
+            )
+
+
+def _get_or_create_experiment(
+    client: MlflowClient, name: str, *, artifact_location: str | None
+) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_location))
+        except MlflowException as exc:
+            # Another process created it between our lookup and create: use theirs.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # deleted for good in between: report the conflict
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(
+            f"MLflow experiment {name!r} is deleted. Restore it (`mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}`) or choose another name."
+        )
+    return str(experiment.experiment_id)
+
+
+def _truncated(what: str, value: str, *, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    warnings.warn(
+        f"MLflow {what} is {len(value)} characters long; truncated to MLflow's limit of {limit}.",
+        stacklevel=4,
+    )
+    return value[:limit]
+
+
+def _warn_all(problems: list[str], *, run_id: str) -> None:
+    for problem in problems:
+        warnings.warn(f"MLflow run {run_id}: {problem}", stacklevel=3)
