@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tracking._keras_model import save_keras_model
+from tracking._metric_process import MetricProcess
 from tracking._metric_sender import MetricPoint, MetricSender
 from tracking._retry import call_with_retries
 from tracking.sink import RunStatus, Sink, check_status
@@ -56,8 +57,13 @@ class MlflowSink(Sink):
         max_retries: int = 5,
         retry_backoff_s: float = 0.5,
         send_interval_s: float = 1.0,
+        metrics_in_subprocess: bool = True,
     ) -> None:
-        """Attach to the existing run `run_id` (e.g. to resume it)."""
+        """Attach to the existing run `run_id` (e.g. to resume it).
+
+        With `metrics_in_subprocess` (the default), metric batches are written by a child
+        process, so MLflow's per-point Python work never competes with training for the GIL.
+        """
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
         if retry_backoff_s < 0:
@@ -74,6 +80,9 @@ class MlflowSink(Sink):
         self._max_retries = max_retries
         self._retry_backoff_s = retry_backoff_s
         self._closed = False
+        self._metric_process = (
+            MetricProcess(str(client.tracking_uri), run_id) if metrics_in_subprocess else None
+        )
         self._sender = MetricSender(
             self._send_metrics,
             interval_s=send_interval_s,
@@ -196,6 +205,8 @@ class MlflowSink(Sink):
             return
         self._closed = True
         unsent, problems = self._sender.stop()
+        if self._metric_process is not None:
+            self._metric_process.close()
         _warn_all(problems, run_id=self._run_id)
         # A backend that just failed every retry is probably down: try the rest once each,
         # so closing against a dead server does not take several full retry cycles.
@@ -218,6 +229,9 @@ class MlflowSink(Sink):
             )
 
     def _send_metrics(self, points: list[MetricPoint]) -> None:
+        if self._metric_process is not None:
+            self._metric_process.send(points)
+            return
         metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in points]
         self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
 

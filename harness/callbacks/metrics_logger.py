@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,12 +27,18 @@ class MetricsLogger(keras.callbacks.Callback):
     (`loss`, `val_loss`, ...) go out under their own names with `learning_rate`, `epoch`,
     `epoch_time_s` and `steps_per_sec`, and the sink is flushed.
 
+    The callback is `async_safe`: Keras may run `on_train_batch_end` on a worker thread, so the
+    training loop never waits for a step's results to be read. Nothing on the training thread
+    reads a tensor between epochs, and each batch's decision to log depends only on its index.
+
     Args:
         sink: where metrics go (any `tracking.Sink`).
         log_every_n_steps: how often step-level metrics are sent.
         keys: only these log keys (all when None); a missing key warns once.
         step_prefix: prefix for step-level metric names.
     """
+
+    async_safe = True
 
     def __init__(
         self,
@@ -51,66 +58,76 @@ class MetricsLogger(keras.callbacks.Callback):
         self.every = log_every_n_steps
         self.keys = list(keys) if keys is not None else None
         self.step_prefix = step_prefix
+        self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._schedule: Any = None
         self._epoch_first_step = 0
-        self._last_logged = 0
-        self._pending_lr: float | None = None
         self._epoch_start = 0.0
         self._train_end = 0.0
-        self._last_batch = -1
-
-    @property
-    def global_step(self) -> int:
-        """Optimizer steps taken so far, by the last batch seen."""
-        return self._epoch_first_step + self._last_batch + 1
+        self._batches_done = 0
+        self._epoch_lr: float | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._last_logged = int(self.model.optimizer.iterations)
+        learning_rate = getattr(self.model.optimizer, "_learning_rate", None)
+        schedules = keras.optimizers.schedules.LearningRateSchedule
+        self._schedule = learning_rate if isinstance(learning_rate, schedules) else None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        # One variable read per epoch; per-step steps are counted from the batch index.
+        # One variable read per epoch; within the epoch, steps are counted from batch indices.
         self._epoch_first_step = int(self.model.optimizer.iterations)
-        self._last_batch = -1
+        self._batches_done = 0
+        self._epoch_lr: float | None = None
         self._epoch_start = time.perf_counter()
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        steps_per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        next_step = self._epoch_first_step + batch + 1
-        if (next_step + steps_per_call - 1) // self.every > self._last_logged // self.every:
-            # Read before the update: this is the rate the coming step applies.
-            self._pending_lr = _current_lr(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         steps = self.params.get("steps")
         # With steps_per_execution, fit() reports a short final execution by its nominal index.
-        self._last_batch = min(batch, steps - 1) if steps else batch
-        self._train_end = time.perf_counter()
-        step = self.global_step
-        if step // self.every <= self._last_logged // self.every:
+        done = min(batch, steps - 1) + 1 if steps else batch + 1
+        with self._lock:
+            self._batches_done = max(self._batches_done, done)
+            self._train_end = time.perf_counter()
+        step = self._epoch_first_step + done
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        # Steps done before this call began: its nominal first batch index.
+        previous = self._epoch_first_step + max(batch - per_call + 1, 0)
+        if step // self.every <= previous // self.every:
             return
-        self._last_logged = step
         metrics = {f"{self.step_prefix}{k}": v for k, v in self._select(logs or {}).items()}
-        if self._pending_lr is not None:
-            metrics[f"{self.step_prefix}learning_rate"] = self._pending_lr
-            self._pending_lr = None
+        metrics[f"{self.step_prefix}learning_rate"] = self._applied_lr(step)
         self.sink.log_metrics(metrics, step=step)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
-        steps = self._last_batch + 1
+        steps = self._batches_done
         train_time = max(self._train_end - self._epoch_start, 1e-9)
+        global_step = self._epoch_first_step + steps
         metrics = dict(self._select(logs or {}))
         metrics.update(
             epoch=float(epoch),
-            learning_rate=_current_lr(self.model.optimizer),
+            learning_rate=self._next_lr(global_step),
             epoch_time_s=now - self._epoch_start,
             steps_per_sec=steps / train_time if steps > 0 else 0.0,
         )
-        self.sink.log_metrics(metrics, step=self.global_step)
+        self.sink.log_metrics(metrics, step=global_step)
         self.sink.flush()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
+
+    def _applied_lr(self, step: int) -> float:
+        """The rate applied by optimizer step `step` (1-based): the schedule at `step - 1`."""
+        if self._schedule is not None:
+            return float(keras.ops.convert_to_numpy(self._schedule(step - 1)))
+        # A constant rate only changes between epochs (ReduceLROnPlateau,
+        # LearningRateScheduler), so it is read once per epoch, at its first logged step.
+        if self._epoch_lr is None:
+            self._epoch_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        return self._epoch_lr
+
+    def _next_lr(self, global_step: int) -> float:
+        if self._schedule is not None:
+            return self._applied_lr(global_step + 1)
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def _select(self, logs: Mapping[str, Any]) -> dict[str, float]:
         if self.keys is None:
@@ -124,8 +141,3 @@ class MetricsLogger(keras.callbacks.Callback):
                 stacklevel=2,
             )
         return {k: float(logs[k]) for k in self.keys if k in logs}
-
-
-def _current_lr(optimizer: Any) -> float:
-    # For a schedule, Keras evaluates it at `optimizer.iterations`, i.e. the next step's rate.
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

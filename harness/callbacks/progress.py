@@ -23,6 +23,9 @@ class ProgressLogger(keras.callbacks.Callback):
         stream: where output goes.
     """
 
+    # Safe on Keras's callback worker thread: the bar is locked, lines are whole prints.
+    async_safe = True
+
     def __init__(
         self, mode: str = "auto", *, interval_s: float = 10.0, stream: TextIO | None = None
     ) -> None:

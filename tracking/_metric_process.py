@@ -1,0 +1,126 @@
+"""A child process that writes metric batches to MLflow.
+
+MLflow's client spends ~100 µs of Python per metric point on a sqlite store (ORM objects,
+SQL), and a background thread doing that holds the training process's GIL: at every-step
+logging it slowed a 1 ms/step model by ~30 %. In a child process that work runs on another
+core. The parent's side is one pickle per batch over a pipe.
+
+The protocol is pickled objects over the child's stdin/stdout: the parent sends a list of
+metric points (or None to stop), the child answers None on success or
+`(kind, name, message)` when MLflow refused or failed, which the parent re-raises as the
+same kind of exception so the sender's retry rules apply unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+MetricPoint = tuple[str, float, int, int]  # (key, value, step, timestamp_ms)
+
+
+class MetricProcess:
+    """Sends metric batches to a lazily started child process that calls `log_batch`."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self._tracking_uri = tracking_uri
+        self._run_id = run_id
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def send(self, points: list[MetricPoint]) -> None:
+        """Log `points` to the run; raises like `MlflowClient.log_batch` would."""
+        with self._lock:
+            proc = self._ensure_started()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                pickle.dump(points, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                proc.stdin.flush()
+                reply = pickle.load(proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self._terminate()
+                # Transient: the sender retries, and the next attempt starts a new child.
+                raise ConnectionError(f"the MLflow metric writer process died ({exc!r})") from exc
+        if reply is not None:
+            raise _rebuild(reply)
+
+    def close(self) -> None:
+        """Stop the child after the batches already sent."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None:
+                return
+            try:
+                assert proc.stdin is not None
+                pickle.dump(None, proc.stdin)
+                proc.stdin.close()
+                proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+
+    def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "tracking._metric_process", self._tracking_uri, self._run_id],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        return self._proc
+
+    def _terminate(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+def _rebuild(reply: tuple[str, str, str]) -> Exception:
+    """The child's error as the exception the in-process client would have raised."""
+    kind, name, message = reply
+    if kind == "mlflow":
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import ErrorCode
+
+        return MlflowException(message, error_code=ErrorCode.Value(name))
+    if kind == "value":
+        return ValueError(f"{name}: {message}")
+    return RuntimeError(f"MLflow metric writer: {message}")
+
+
+def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[bytes]) -> None:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    while True:
+        try:
+            points = pickle.load(requests)
+        except EOFError:  # the parent is gone
+            return
+        if points is None:
+            return
+        reply: Any = None
+        try:
+            metrics = [Metric(key, value, ts, step) for key, value, step, ts in points]
+            client.log_batch(run_id, metrics=metrics, synchronous=True)
+        except MlflowException as exc:
+            reply = ("mlflow", exc.error_code, exc.message)
+        except (ValueError, TypeError) as exc:
+            reply = ("value", type(exc).__name__, str(exc))
+        except Exception as exc:
+            reply = ("other", type(exc).__name__, repr(exc))
+        pickle.dump(reply, replies)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    # Keep the reply channel clean: anything printed (warnings, logging) goes to stderr.
+    reply_channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _serve(sys.argv[1], sys.argv[2], sys.stdin.buffer, reply_channel)
