@@ -32,6 +32,11 @@ class MetricProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the child now, so its start-up is over before the first batch."""
+        with self._lock:
+            self._ensure_started()
+
     def send(self, points: list[MetricPoint]) -> None:
         """Log `points` to the run; raises like `MlflowClient.log_batch` would."""
         with self._lock:
@@ -120,6 +125,9 @@ def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[byte
 
 
 if __name__ == "__main__":
+    # Training comes first: at a low priority the writer uses the cycles training leaves idle
+    # and catches up at the flushes, which wait for it.
+    os.nice(10)
     # Keep the reply channel clean: anything printed (warnings, logging) goes to stderr.
     reply_channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

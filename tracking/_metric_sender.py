@@ -70,6 +70,10 @@ class MetricSender:
         if len(queue) >= MAX_METRICS_PER_BATCH and not self._wake.is_set():
             self._wake.set()
 
+    def send_soon(self) -> None:
+        """Wake the thread to send what is queued now, without waiting for it."""
+        self._wake.set()
+
     def flush(self) -> list[str]:
         """Block until every point queued so far is sent or has failed; return the problems."""
         barrier = _Barrier()

@@ -49,8 +49,8 @@ class FanOutSink(Sink):
     def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
         self._each(lambda sink: sink.log_model(model, input_example=input_example))
 
-    def flush(self) -> None:
-        self._each(lambda sink: sink.flush())
+    def flush(self, *, wait: bool = True) -> None:
+        self._each(lambda sink: sink.flush(wait=wait))
 
     def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:
         self._each(lambda sink: sink.close(status, error=error))

@@ -25,6 +25,7 @@ class InMemorySink(Sink):
         self.artifacts: list[tuple[str, str | None]] = []
         self.models: list[Any] = []
         self.flush_count = 0
+        self.flush_waits: list[bool] = []
         self.close_count = 0
         self.status: RunStatus | None = None
         self.error: str | None = None
@@ -60,8 +61,9 @@ class InMemorySink(Sink):
         self._check_open()
         self.models.append(model)
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         self.flush_count += 1
+        self.flush_waits.append(wait)
 
     def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:
         """Record the final status; like the real sinks, a second call changes nothing."""

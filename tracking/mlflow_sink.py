@@ -83,6 +83,8 @@ class MlflowSink(Sink):
         self._metric_process = (
             MetricProcess(str(client.tracking_uri), run_id) if metrics_in_subprocess else None
         )
+        if self._metric_process is not None:
+            self._metric_process.start()  # its MLflow import overlaps the model's set-up
         self._sender = MetricSender(
             self._send_metrics,
             interval_s=send_interval_s,
@@ -102,6 +104,7 @@ class MlflowSink(Sink):
         artifact_location: str | None = None,
         max_retries: int = 5,
         retry_backoff_s: float = 0.5,
+        metrics_in_subprocess: bool = True,
     ) -> MlflowSink:
         """Create a run in `experiment` (created if missing) and return a sink for it.
 
@@ -122,7 +125,11 @@ class MlflowSink(Sink):
             )
         )
         sink = cls(
-            client, run.info.run_id, max_retries=max_retries, retry_backoff_s=retry_backoff_s
+            client,
+            run.info.run_id,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            metrics_in_subprocess=metrics_in_subprocess,
         )
         sink._experiment_id = experiment_id
         return sink
@@ -193,8 +200,11 @@ class MlflowSink(Sink):
             path = save_keras_model(model, Path(tmp) / "model", input_example=input_example)
             self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), "model"))
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         if self._closed:
+            return
+        if not wait:
+            self._sender.send_soon()
             return
         _warn_all(self._sender.flush(), run_id=self._run_id)
 

@@ -39,8 +39,12 @@ class Sink:
     def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
         """Store a `keras.Model`; `input_example` lets the backend record its signature."""
 
-    def flush(self) -> None:
-        """Block until everything logged so far is delivered (or its failure reported)."""
+    def flush(self, *, wait: bool = True) -> None:
+        """Push out everything logged so far.
+
+        With `wait` (the default), block until it is delivered or its failure reported; without,
+        start the delivery and return at once (the training loop's per-epoch flush).
+        """
 
     def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:
         """Finish the run with `status`; `error` is the failure text when it did not succeed."""

@@ -72,8 +72,9 @@ class TensorBoardSink(Sink):
         self._check_open()
         self._write_text("tags", _markdown_table(tags, header=("tag", "value")))
 
-    def flush(self) -> None:
-        if not self._closed:
+    def flush(self, *, wait: bool = True) -> None:
+        # The writer's own thread writes events as they come; only a waiting flush blocks on it.
+        if wait and not self._closed:
             self._writer.flush()
 
     def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:

@@ -16,7 +16,7 @@ class MetricSink(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None: ...
 
-    def flush(self) -> None: ...
+    def flush(self, *, wait: bool = True) -> None: ...
 
 
 class MetricsLogger(keras.callbacks.Callback):
@@ -25,7 +25,8 @@ class MetricsLogger(keras.callbacks.Callback):
     Every `log_every_n_steps` optimizer steps, the batch logs go out as `step/<name>` along
     with `step/learning_rate`, the rate applied at that step. At each epoch end the epoch logs
     (`loss`, `val_loss`, ...) go out under their own names with `learning_rate`, `epoch`,
-    `epoch_time_s` and `steps_per_sec`, and the sink is flushed.
+    `epoch_time_s` and `steps_per_sec`, and the sink is flushed (without waiting; the flush at
+    train end waits).
 
     The callback is `async_safe`: Keras may run `on_train_batch_end` on a worker thread, so the
     training loop never waits for a step's results to be read. Nothing on the training thread
@@ -109,7 +110,8 @@ class MetricsLogger(keras.callbacks.Callback):
             steps_per_sec=steps / train_time if steps > 0 else 0.0,
         )
         self.sink.log_metrics(metrics, step=global_step)
-        self.sink.flush()
+        # Start delivery now without stalling training; on_train_end and close() wait.
+        self.sink.flush(wait=False)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()

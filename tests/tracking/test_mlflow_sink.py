@@ -77,7 +77,7 @@ def test_concurrent_starts_share_one_experiment(start_mlflow_sink: Any, attempt:
     def start() -> None:
         barrier.wait()  # start together so lookups and creates interleave
         try:
-            sinks.append(start_mlflow_sink(retry_backoff_s=0.05))
+            sinks.append(start_mlflow_sink(retry_backoff_s=0.05, metrics_in_subprocess=False))
         except BaseException as exc:
             errors.append(exc)
 
