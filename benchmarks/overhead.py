@@ -24,23 +24,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.datasets import load_digits  # noqa: E402
-from experiments.models import build_mlp  # noqa: E402
+from experiments.datasets import load_digits, load_digits_images  # noqa: E402
+from experiments.models import build_cnn, build_mlp  # noqa: E402
 from harness.callbacks import MetricsLogger  # noqa: E402
 from harness.custom_engine import CustomEngine  # noqa: E402
 from harness.data import prepare_data  # noqa: E402
 from tracking import FanOutSink, MlflowSink, TensorBoardSink  # noqa: E402
 
 
-def _model() -> keras.Model:
+def _model(kind: str = "mlp") -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = build_mlp(input_shape=(64,), hidden_units=(128, 64))
+    if kind == "mlp":
+        model = build_mlp(input_shape=(64,), hidden_units=(128, 64))
+    else:
+        model = build_cnn(input_shape=(8, 8, 1), filters=(16, 32), dense_units=64)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
-def _data(copies: int, batch_size: int):
-    x, y = load_digits()
+def _data(copies: int, batch_size: int, kind: str = "mlp"):
+    x, y = load_digits() if kind == "mlp" else load_digits_images()
     x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
     return prepare_data((x, y), batch_size=batch_size, seed=0).train
 
@@ -50,7 +53,7 @@ def _tracked_sink(root: Path, name: str) -> FanOutSink:
     return FanOutSink([mlflow, TensorBoardSink(root / "tb" / mlflow.run_id)])
 
 
-def _variant(name: str, root: Path, data, epochs: int) -> Callable[[], float]:
+def _variant(name: str, root: Path, data, epochs: int, kind: str) -> Callable[[], float]:
     """Return a function that trains `epochs` epochs after a warm-up and gives steps/sec."""
 
     def run() -> float:
@@ -59,7 +62,7 @@ def _variant(name: str, root: Path, data, epochs: int) -> Callable[[], float]:
             # Created before the model, as `harness run` does, so start-up overlaps set-up.
             sink = _tracked_sink(root, name)
             callbacks = [MetricsLogger(sink, log_every_n_steps=1)]
-        model = _model()
+        model = _model(kind)
         engine = CustomEngine(model) if name == "custom_tracked" else None
         fit = engine.fit if engine else (lambda x, **kw: model.fit(x, verbose=0, **kw))
         fit(data, epochs=1)  # warm-up: trace the train function outside the timing
@@ -82,9 +85,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--copies", type=int, default=4, help="digits copies (1,797 each)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--model",
+        choices=["mlp", "cnn"],
+        default="mlp",
+        help="mlp: digits_mlp.yaml's model; cnn: digits_cnn.yaml's model",
+    )
     args = parser.parse_args()
     names = ["plain_fit", "fit_tracked", "custom_tracked"]
-    data = _data(args.copies, args.batch_size)
+    data = _data(args.copies, args.batch_size, args.model)
     results: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -92,12 +101,16 @@ def main() -> None:
         for repeat in range(args.repeats):
             order = names[repeat % 3 :] + names[: repeat % 3]
             for name in order:
-                results[name].append(_variant(name, root, data, args.epochs)())
-            print(f"repeat {repeat + 1}: " + ", ".join(
-                f"{n} {results[n][-1]:.0f}" for n in names), flush=True)
+                results[name].append(_variant(name, root, data, args.epochs, args.model)())
+            print(
+                f"repeat {repeat + 1}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names),
+                flush=True,
+            )
     base = statistics.median(results["plain_fit"])
-    print(f"\nsteps/sec, median of {args.repeats} interleaved repeats "
-          f"({args.epochs} epochs x {len(data)} steps, batch {args.batch_size}):")
+    print(
+        f"\n{args.model}: steps/sec, median of {args.repeats} interleaved repeats "
+        f"({args.epochs} epochs x {len(data)} steps, batch {args.batch_size}):"
+    )
     for name in names:
         median = statistics.median(results[name])
         print(f"  {name:15s} {median:8.0f} steps/s   ratio to plain fit {median / base:.3f}")

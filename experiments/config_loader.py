@@ -76,9 +76,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = parsed
 
 
-def _explain(
-    error: ValidationError, path: Path, text: str, overrides: Sequence[str]
-) -> str:
+def _explain(error: ValidationError, path: Path, text: str, overrides: Sequence[str]) -> str:
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
     dotted = ".".join(loc)

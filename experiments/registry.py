@@ -39,9 +39,7 @@ def import_object(path: str, *, what: str) -> Any:
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise UsageError(
-            f"{what}: '{path}' is not an import path. Write it as package.module:name"
-        )
+        raise UsageError(f"{what}: '{path}' is not an import path. Write it as package.module:name")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -77,8 +75,9 @@ def resolve_factory(name: str, registry: Mapping[str, str], *, what: str) -> Cal
 
 def _keras_names(module: Any, *, predicate: Callable[[Any], bool]) -> list[str]:
     return sorted(
-        n for n in dir(module) if n.islower() and not n.startswith("_")
-        and predicate(getattr(module, n))
+        n
+        for n in dir(module)
+        if n.islower() and not n.startswith("_") and predicate(getattr(module, n))
     )
 
 

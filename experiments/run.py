@@ -126,9 +126,7 @@ def run_experiment(
         sink.close("FAILED", error=traceback.format_exc())
         raise
     sink.close("FINISHED")
-    return RunResult(
-        mlflow_sink.run_id, mlflow_sink.experiment_id, uri, tb_dir, history
-    )
+    return RunResult(mlflow_sink.run_id, mlflow_sink.experiment_id, uri, tb_dir, history)
 
 
 def _train_and_log(prepared: Prepared, sink: Any) -> dict[str, list[float]]:
@@ -199,5 +197,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-

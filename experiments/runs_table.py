@@ -40,7 +40,8 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     columns = {"run_id": "run_id", "tags.mlflow.runName": "run_name", "status": "status"}
     columns.update({f"params.{p}": p for p in MAIN_PARAMS})
     epoch_metrics = sorted(
-        c for c in frame.columns
+        c
+        for c in frame.columns
         if c.startswith("metrics.") and "/" not in c and c not in ("metrics.epoch",)
     )
     columns.update({c: c.removeprefix("metrics.") for c in epoch_metrics})

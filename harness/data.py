@@ -95,8 +95,10 @@ def prepare_data(
 
 
 def _is_arrays(data: Any) -> bool:
-    return isinstance(data, tuple | list) and 2 <= len(data) <= 3 and all(
-        isinstance(part, np.ndarray) or hasattr(part, "__array__") for part in data
+    return (
+        isinstance(data, tuple | list)
+        and 2 <= len(data) <= 3
+        and all(isinstance(part, np.ndarray) or hasattr(part, "__array__") for part in data)
     )
 
 

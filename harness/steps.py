@@ -48,7 +48,7 @@ def make_train_step(model: keras.Model) -> Callable[[Any], Logs]:
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step

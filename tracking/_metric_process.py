@@ -71,7 +71,13 @@ class MetricProcess:
     def _ensure_started(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tracking._metric_process", self._tracking_uri, self._run_id],
+                [
+                    sys.executable,
+                    "-m",
+                    "tracking._metric_process",
+                    self._tracking_uri,
+                    self._run_id,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )

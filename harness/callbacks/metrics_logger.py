@@ -1,4 +1,4 @@
-"""Send train logs (every n steps), epoch logs, the applied learning rate and throughput to a sink."""
+"""Send step logs, epoch logs, the applied learning rate and throughput to a sink."""
 
 from __future__ import annotations
 
@@ -52,8 +52,7 @@ class MetricsLogger(keras.callbacks.Callback):
         super().__init__()
         if log_every_n_steps < 1:
             raise ValueError(
-                "`log_every_n_steps` must be >= 1. "
-                f"Received: log_every_n_steps={log_every_n_steps}"
+                f"`log_every_n_steps` must be >= 1. Received: log_every_n_steps={log_every_n_steps}"
             )
         self.sink = sink
         self.every = log_every_n_steps

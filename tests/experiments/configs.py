@@ -10,19 +10,24 @@ import yaml
 
 TINY: dict[str, Any] = {
     "model": {"name": "mlp", "params": {"input_shape": [64], "hidden_units": [16]}},
-    "data": {"name": "digits", "params": {"limit": 300}, "batch_size": 32,
-             "validation_split": 0.2},
+    "data": {"name": "digits", "params": {"limit": 300}, "batch_size": 32, "validation_split": 0.2},
     "optimizer": {"name": "adam", "learning_rate": 0.01},
     "loss": "sparse_categorical_crossentropy",
     "metrics": ["accuracy"],
-    "trainer": {"engine": "fit", "epochs": 2, "seed": 3, "log_every_n_steps": 2,
-                "progress": "none"},
+    "trainer": {
+        "engine": "fit",
+        "epochs": 2,
+        "seed": 3,
+        "log_every_n_steps": 2,
+        "progress": "none",
+    },
     "tracking": {"experiment": "tests"},
 }
 
 
-def write_config(directory: Path, changes: dict[str, Any] | None = None,
-                 name: str = "tiny.yaml") -> Path:
+def write_config(
+    directory: Path, changes: dict[str, Any] | None = None, name: str = "tiny.yaml"
+) -> Path:
     """Write TINY with `changes` ({"trainer.epochs": 3} style dotted keys) applied."""
     config = copy.deepcopy(TINY)
     for dotted, value in (changes or {}).items():

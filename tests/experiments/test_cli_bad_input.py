@@ -13,51 +13,127 @@ from tests.experiments.configs import write_config
 
 CASES = [
     # (id, config changes, extra CLI args, expected fragments of the one line)
-    ("unknown-key", {"trainer.epochz": 3}, [],
-     ["unknown key 'trainer.epochz'", "Did you mean 'trainer.epochs'?", "line "]),
-    ("unknown-section", {"optimiser": {"name": "sgd"}}, [],
-     ["unknown key 'optimiser'", "Did you mean 'optimizer'?"]),
-    ("wrong-type", {"trainer.epochs": "many"}, [],
-     ["trainer.epochs", "valid integer", "received 'many'"]),
-    ("out-of-range", {"trainer.epochs": 0}, [],
-     ["trainer.epochs", "greater than or equal to 1", "received 0"]),
-    ("out-of-range-split", {"data.validation_split": 1.5}, [],
-     ["data.validation_split", "less than 1", "received 1.5"]),
-    ("bad-engine", {"trainer.engine": "keras"}, [],
-     ["trainer.engine", "'fit' or 'custom'", "received 'keras'"]),
-    ("unknown-model", {"model.name": "mlpp"}, [],
-     ["model.name: unknown name 'mlpp'", "Valid names: cnn, mlp, regression_mlp"]),
-    ("unknown-data", {"data.name": "mnist"}, [],
-     ["data.name: unknown name 'mnist'", "digits"]),
-    ("unknown-optimizer", {"optimizer.name": "adamz"}, [],
-     ["unknown optimizer 'adamz'", "adam", "sgd"]),
-    ("unknown-loss", {"loss": "cross_entropy_loss"}, [],
-     ["loss: unknown loss 'cross_entropy_loss'", "sparse_categorical_crossentropy"]),
-    ("unknown-metric", {"metrics": ["acuracy"]}, [],
-     ["metrics[0]: unknown metric 'acuracy'"]),
-    ("import-module", {"model.name": "no_such_pkg.models:build"}, [],
-     ["cannot import module 'no_such_pkg.models'"]),
-    ("import-attr", {"model.name": "experiments.models:build_mpl"}, [],
-     ["has no attribute 'build_mpl'", "Did you mean 'experiments.models:build_mlp'?"]),
-    ("callback-path", {"callbacks": [{"class_path": "keras.callbacks.EarlyStop"}]}, [],
-     ["callbacks[0].class_path", "has no attribute 'EarlyStop'", "EarlyStopping"]),
-    ("callback-args", {"callbacks": [{"class_path": "keras.callbacks.EarlyStopping",
-                                      "init_args": {"patiense": 2}}]}, [],
-     ["callbacks[0].init_args", "EarlyStopping rejected", "patiense"]),
-    ("model-params", {"model.params": {"hidden_unitz": [4]}}, [],
-     ["model.params", "build_mlp rejected", "hidden_unitz"]),
-    ("missing-section", {"model": None}, [],
-     ["model"]),
-    ("bad-override", {}, ["trainer.epochs"],
-     ["malformed override 'trainer.epochs'", "trainer.epochs=3"]),
-    ("override-unknown-key", {}, ["trainer.epoch=3"],
-     ["command-line override", "unknown key 'trainer.epoch'", "trainer.epochs"]),
-    ("override-range", {}, ["data.batch_size=0"],
-     ["command-line override", "data.batch_size", "received 0"]),
-    ("tracking-uri", {}, ["--tracking-uri", "mlflow.db"],
-     ["tracking URI 'mlflow.db'", "sqlite:///mlflow.db"]),
-    ("drop-everything", {"data.drop_remainder": True, "data.batch_size": 1000}, [],
-     ["drop_remainder", "lower data.batch_size"]),
+    (
+        "unknown-key",
+        {"trainer.epochz": 3},
+        [],
+        ["unknown key 'trainer.epochz'", "Did you mean 'trainer.epochs'?", "line "],
+    ),
+    (
+        "unknown-section",
+        {"optimiser": {"name": "sgd"}},
+        [],
+        ["unknown key 'optimiser'", "Did you mean 'optimizer'?"],
+    ),
+    (
+        "wrong-type",
+        {"trainer.epochs": "many"},
+        [],
+        ["trainer.epochs", "valid integer", "received 'many'"],
+    ),
+    (
+        "out-of-range",
+        {"trainer.epochs": 0},
+        [],
+        ["trainer.epochs", "greater than or equal to 1", "received 0"],
+    ),
+    (
+        "out-of-range-split",
+        {"data.validation_split": 1.5},
+        [],
+        ["data.validation_split", "less than 1", "received 1.5"],
+    ),
+    (
+        "bad-engine",
+        {"trainer.engine": "keras"},
+        [],
+        ["trainer.engine", "'fit' or 'custom'", "received 'keras'"],
+    ),
+    (
+        "unknown-model",
+        {"model.name": "mlpp"},
+        [],
+        ["model.name: unknown name 'mlpp'", "Valid names: cnn, mlp, regression_mlp"],
+    ),
+    ("unknown-data", {"data.name": "mnist"}, [], ["data.name: unknown name 'mnist'", "digits"]),
+    (
+        "unknown-optimizer",
+        {"optimizer.name": "adamz"},
+        [],
+        ["unknown optimizer 'adamz'", "adam", "sgd"],
+    ),
+    (
+        "unknown-loss",
+        {"loss": "cross_entropy_loss"},
+        [],
+        ["loss: unknown loss 'cross_entropy_loss'", "sparse_categorical_crossentropy"],
+    ),
+    ("unknown-metric", {"metrics": ["acuracy"]}, [], ["metrics[0]: unknown metric 'acuracy'"]),
+    (
+        "import-module",
+        {"model.name": "no_such_pkg.models:build"},
+        [],
+        ["cannot import module 'no_such_pkg.models'"],
+    ),
+    (
+        "import-attr",
+        {"model.name": "experiments.models:build_mpl"},
+        [],
+        ["has no attribute 'build_mpl'", "Did you mean 'experiments.models:build_mlp'?"],
+    ),
+    (
+        "callback-path",
+        {"callbacks": [{"class_path": "keras.callbacks.EarlyStop"}]},
+        [],
+        ["callbacks[0].class_path", "has no attribute 'EarlyStop'", "EarlyStopping"],
+    ),
+    (
+        "callback-args",
+        {
+            "callbacks": [
+                {"class_path": "keras.callbacks.EarlyStopping", "init_args": {"patiense": 2}}
+            ]
+        },
+        [],
+        ["callbacks[0].init_args", "EarlyStopping rejected", "patiense"],
+    ),
+    (
+        "model-params",
+        {"model.params": {"hidden_unitz": [4]}},
+        [],
+        ["model.params", "build_mlp rejected", "hidden_unitz"],
+    ),
+    ("missing-section", {"model": None}, [], ["model"]),
+    (
+        "bad-override",
+        {},
+        ["trainer.epochs"],
+        ["malformed override 'trainer.epochs'", "trainer.epochs=3"],
+    ),
+    (
+        "override-unknown-key",
+        {},
+        ["trainer.epoch=3"],
+        ["command-line override", "unknown key 'trainer.epoch'", "trainer.epochs"],
+    ),
+    (
+        "override-range",
+        {},
+        ["data.batch_size=0"],
+        ["command-line override", "data.batch_size", "received 0"],
+    ),
+    (
+        "tracking-uri",
+        {},
+        ["--tracking-uri", "mlflow.db"],
+        ["tracking URI 'mlflow.db'", "sqlite:///mlflow.db"],
+    ),
+    (
+        "drop-everything",
+        {"data.drop_remainder": True, "data.batch_size": 1000},
+        [],
+        ["drop_remainder", "lower data.batch_size"],
+    ),
 ]
 
 
@@ -68,8 +144,9 @@ def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return code, captured.err
 
 
-@pytest.mark.parametrize(("changes", "extra", "fragments"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("changes", "extra", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_input_is_one_line_exit_2_and_no_run(
     changes, extra, fragments, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -121,7 +198,9 @@ def test_config_that_is_not_a_mapping(in_tmp: Path, capsys) -> None:
 def test_missing_cli_argument_is_one_line(capsys) -> None:
     code, err = _run_cli(["run"], capsys)
     assert code == 2
-    assert err.strip() == "harness run: error: Missing argument 'config'. (see 'harness run --help')"
+    assert (
+        err.strip() == "harness run: error: Missing argument 'config'. (see 'harness run --help')"
+    )
 
 
 def test_unknown_command_is_one_line(capsys) -> None:
@@ -133,8 +212,13 @@ def test_unknown_command_is_one_line(capsys) -> None:
 def test_installed_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"trainer.epochs": -1})
     harness = Path(sys.executable).with_name("harness")
-    done = subprocess.run([str(harness), "run", str(config)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [str(harness), "run", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "trainer.epochs" in done.stderr

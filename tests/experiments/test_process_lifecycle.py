@@ -1,4 +1,4 @@
-"""Real processes: SIGTERM ends the run KILLED; a real `mlflow server` on loopback; `harness runs`."""
+"""Real processes: SIGTERM ends a run KILLED; a real `mlflow server`; `harness runs`."""
 
 from __future__ import annotations
 
@@ -36,16 +36,25 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_sigterm_marks_the_run_killed_and_exits_130(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = write_config(tmp_path, {
-        "trainer.epochs": 50,
-        "callbacks": [{"class_path": "tests.experiments.slow_callback.SlowDown"}],
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "trainer.epochs": 50,
+            "callbacks": [{"class_path": "tests.experiments.slow_callback.SlowDown"}],
+        },
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     harness = Path(sys.executable).with_name("harness")
-    proc = subprocess.Popen([str(harness), "run", str(config), "--tracking-uri", uri],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(harness), "run", str(config), "--tracking-uri", uri],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def running_run():
             if not (tmp_path / "mlflow.db").exists():
                 return None
@@ -83,11 +92,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("server")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{root}/server.db",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/server.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -106,8 +129,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> None:
-    config = load_config(write_config(in_tmp, {"trainer.engine": "custom",
-                                               "tracking.experiment": "server"}))
+    config = load_config(
+        write_config(in_tmp, {"trainer.engine": "custom", "tracking.experiment": "server"})
+    )
     result = run_experiment(config, tracking_uri=mlflow_server)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
@@ -122,12 +146,14 @@ def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> N
 def test_runs_table_lists_runs_with_params_and_final_metrics(
     in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = load_config(write_config(in_tmp, {"tracking.experiment": "table",
-                                               "tracking.run_name": "tabled"}))
+    config = load_config(
+        write_config(in_tmp, {"tracking.experiment": "table", "tracking.run_name": "tabled"})
+    )
     result = run_experiment(config, tracking_uri=mlflow_uri)
     out_csv = in_tmp / "runs.csv"
-    code = main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table",
-                 "--csv", str(out_csv)])
+    code = main(
+        ["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--csv", str(out_csv)]
+    )
     assert code == 0
     assert "tabled" in capsys.readouterr().out
     rows = list(csv.DictReader(out_csv.open()))

@@ -19,8 +19,12 @@ EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _run(tmp: Path, uri: str, engine: str, **changes: Any):
-    changes = {"trainer.engine": engine, "tracking.tensorboard_dir": str(tmp / "tb"),
-               "tracking.experiment": f"tracked-{engine}", **changes}
+    changes = {
+        "trainer.engine": engine,
+        "tracking.tensorboard_dir": str(tmp / "tb"),
+        "tracking.experiment": f"tracked-{engine}",
+        **changes,
+    }
     config = load_config(write_config(tmp, changes))
     return run_experiment(config, tracking_uri=uri, config_path=str(tmp / "tiny.yaml"))
 
@@ -107,9 +111,28 @@ def test_an_exception_marks_the_run_failed_with_the_error(engine, in_tmp, mlflow
 
 
 def test_ctrl_c_marks_the_run_killed(in_tmp, mlflow_uri):
-    callbacks = [{"class_path": "tests.experiments.test_tracked_run.Explode",
-                  "init_args": {"error": "interrupt"}}]
+    callbacks = [
+        {
+            "class_path": "tests.experiments.test_tracked_run.Explode",
+            "init_args": {"error": "interrupt"},
+        }
+    ]
     with pytest.raises(KeyboardInterrupt):
-        _run(in_tmp, mlflow_uri, "custom", callbacks=callbacks,
-             **{"tracking.experiment": "killed"})
+        _run(in_tmp, mlflow_uri, "custom", callbacks=callbacks, **{"tracking.experiment": "killed"})
     assert _last_run(mlflow_uri, "killed").info.status == "KILLED"
+
+
+def test_user_factories_by_import_path_with_a_tf_data_pipeline(in_tmp, mlflow_uri):
+    result = _run(
+        in_tmp, mlflow_uri, "custom",
+        model={"name": "tests.experiments.user_code:build_model", "params": {"width": 4}},
+        data={"name": "tests.experiments.user_code.make_data", "params": {"n": 96}},
+        loss="mean_squared_error", metrics=["mean_absolute_error"],
+        **{"tracking.experiment": "user-code"},
+    )
+    assert set(result.history) == {
+        "loss", "mean_absolute_error", "val_loss", "val_mean_absolute_error"
+    }
+    run = MlflowClient(mlflow_uri).get_run(result.run_id)
+    assert run.data.params["model.name"] == "tests.experiments.user_code:build_model"
+    assert run.info.status == "FINISHED"

@@ -28,7 +28,9 @@ def make_model(
         [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
     )
     model.compile(
-        optimizer=keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}}),
+        optimizer=keras.optimizers.get(
+            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

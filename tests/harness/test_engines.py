@@ -116,7 +116,7 @@ def test_terminate_on_nan_stops_both_engines_at_the_same_batch() -> None:
             epochs=3,
             callbacks=[
                 keras.callbacks.TerminateOnNaN(),
-                keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b)),
+                keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, _, s=seen: s.append(b)),
             ],
         )
         batches[engine] = (seen[-1], len(history.epoch), model.stop_training)
@@ -141,8 +141,9 @@ def test_pydataset_with_workers_gives_the_same_history_in_both_engines() -> None
     x, y = digits(300)
     results = {}
     for engine in ENGINES:
-        data = prepare_data({"train": _Batches(x, y, workers=2), "validation": (x, y)},
-                            batch_size=50)
+        data = prepare_data(
+            {"train": _Batches(x, y, workers=2), "validation": (x, y)}, batch_size=50
+        )
         model = make_model()
         results[engine] = train(model, data, engine=engine, epochs=2, shuffle=False).history
     for key in results["fit"]:
@@ -160,9 +161,7 @@ def test_generator_with_steps_per_epoch_runs_in_the_custom_engine() -> None:
     data = prepare_data({"train": batches()}, batch_size=30)
     recorder = EventRecorder()
     model = make_model()
-    history = train(
-        model, data, engine="custom", epochs=2, steps_per_epoch=4, callbacks=[recorder]
-    )
+    history = train(model, data, engine="custom", epochs=2, steps_per_epoch=4, callbacks=[recorder])
     ends = [e for e in recorder.events if e[0] == "train_batch_end"]
     assert len(ends) == 8
     assert int(model.optimizer.iterations) == 8
@@ -171,7 +170,8 @@ def test_generator_with_steps_per_epoch_runs_in_the_custom_engine() -> None:
 
 def test_an_error_in_a_callback_propagates_from_both_engines() -> None:
     for engine in ENGINES:
-        def boom(epoch: int, logs: dict[str, Any]) -> None:
+
+        def boom(epoch: int, logs: dict[str, Any], engine: str = engine) -> None:
             raise RuntimeError(f"boom in {engine}")
 
         with pytest.raises(RuntimeError, match=f"boom in {engine}"):

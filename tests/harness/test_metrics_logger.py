@@ -20,7 +20,10 @@ def test_step_and_epoch_metrics_land_on_the_global_step(engine: str) -> None:
     model = make_model()
     data = make_data(batch_size=32)  # 300 train examples -> 10 steps per epoch
     history = train(
-        model, data, engine=engine, epochs=3,
+        model,
+        data,
+        engine=engine,
+        epochs=3,
         callbacks=[MetricsLogger(sink, log_every_n_steps=4)],
     )
     assert int(model.optimizer.iterations) == 30
@@ -40,22 +43,33 @@ def test_logs_the_learning_rate_actually_applied_at_each_step(engine: str) -> No
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
     sink = InMemorySink()
     model = make_model(learning_rate=schedule, optimizer="sgd")
-    train(model, make_data(), engine=engine, epochs=1,
-          callbacks=[MetricsLogger(sink, log_every_n_steps=1)])
+    train(
+        model,
+        make_data(),
+        engine=engine,
+        epochs=1,
+        callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
+    )
     # Step t (1-based) is taken with the schedule evaluated at iterations = t - 1.
     logged = sink.history("step/learning_rate")
     assert [s for s, _ in logged] == list(range(1, 11))
-    np.testing.assert_allclose([v for _, v in logged], [0.1 * 0.5 ** (t - 1) for t in range(1, 11)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        [v for _, v in logged], [0.1 * 0.5 ** (t - 1) for t in range(1, 11)], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_steps_per_execution_logs_each_time_a_multiple_is_crossed(engine: str) -> None:
     sink = InMemorySink()
     model = make_model(steps_per_execution=3)
-    train(model, make_data(), engine=engine, epochs=2,
-          callbacks=[MetricsLogger(sink, log_every_n_steps=4)])
-    # Executions end at steps 3, 6, 9, 10 | 13, 16, 19, 20: log at the first end past 4, 8, 12, 16, 20
+    train(
+        model,
+        make_data(),
+        engine=engine,
+        epochs=2,
+        callbacks=[MetricsLogger(sink, log_every_n_steps=4)],
+    )
+    # Executions end at steps 3, 6, 9, 10 | 13, 16, 19, 20: log at the first end past 4, 8, ... 20
     assert [s for s, _ in sink.history("step/loss")] == [6, 9, 13, 16, 20]
     assert [s for s, _ in sink.history("loss")] == [10, 20]
 
@@ -69,5 +83,7 @@ def test_missing_selected_key_warns_with_available_keys() -> None:
 
 
 def test_rejects_a_non_positive_interval() -> None:
-    with pytest.raises(ValueError, match="log_every_n_steps` must be >= 1. Received: log_every_n_steps=0"):
+    with pytest.raises(
+        ValueError, match="log_every_n_steps` must be >= 1. Received: log_every_n_steps=0"
+    ):
         MetricsLogger(InMemorySink(), log_every_n_steps=0)

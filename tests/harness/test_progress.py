@@ -1,0 +1,61 @@
+"""ProgressLogger: plain periodic lines off a terminal, a live bar on one, in both engines."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from harness import train
+from harness.callbacks import ProgressLogger
+from tests.harness.problems import make_data, make_model
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_plain_lines_when_output_is_not_a_terminal(engine: str) -> None:
+    stream = io.StringIO()
+    progress = ProgressLogger("auto", interval_s=0.0, stream=stream)
+    assert progress.mode == "lines"
+    train(make_model(), make_data(), engine=engine, epochs=2, callbacks=[progress])
+    lines = stream.getvalue().splitlines()
+    done = [line for line in lines if " - done - " in line]
+    assert [line.split()[1] for line in done] == ["1/2", "2/2"]
+    assert "val_loss" in done[-1] and "accuracy" in done[-1]
+    assert any("10/10 steps" in line for line in lines)  # periodic step lines
+    assert "\x1b[" not in stream.getvalue()  # no terminal control codes in logs
+
+
+def test_a_bar_with_eta_and_metrics_in_a_terminal() -> None:
+    stream = _Terminal()
+    progress = ProgressLogger("auto", stream=stream)
+    assert progress.mode == "bar"
+    train(make_model(), make_data(), engine="custom", epochs=1, callbacks=[progress])
+    output = stream.getvalue()
+    assert "epoch 1/1" in output and "ETA" in output and "10/10" in output
+    assert progress._progress is None  # stopped at train end
+
+
+def test_the_bar_is_stopped_when_training_fails() -> None:
+    import keras
+
+    stream = _Terminal()
+    progress = ProgressLogger("bar", stream=stream)
+
+    def fail(epoch: int, logs: dict) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        train(make_model(), make_data(), engine="fit", epochs=2,
+              callbacks=[progress, keras.callbacks.LambdaCallback(on_epoch_end=fail)])
+    assert progress._progress is None
+
+
+def test_rejects_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="`mode` must be one of auto, bar, lines, none. "
+                       "Received: mode='fancy'"):
+        ProgressLogger("fancy")
