@@ -110,9 +110,17 @@ def run_experiment(
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
 
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
-    mlflow_sink = MlflowSink.start(
-        uri, experiment=config.tracking.experiment, run_name=config.tracking.run_name, tags=tags
-    )
+    try:
+        mlflow_sink = MlflowSink.start(
+            uri, experiment=config.tracking.experiment, run_name=config.tracking.run_name, tags=tags
+        )
+    except Exception as error:  # unreachable server, unwritable store, deleted experiment
+        summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+        raise UsageError(
+            f"cannot start an MLflow run at '{uri}': {summary}. Check that the store or server "
+            "is reachable, or pick another with --tracking-uri, tracking.uri or "
+            "MLFLOW_TRACKING_URI"
+        ) from None
     tb_dir = Path(config.tracking.tensorboard_dir) / config.tracking.experiment / mlflow_sink.run_id
     sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
     sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})

@@ -168,3 +168,29 @@ def test_runs_table_rejects_an_unknown_experiment(mlflow_uri: str, capsys) -> No
     err = capsys.readouterr().err
     assert code == 2
     assert "no experiment named 'nope-none'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
+    port = _free_port()
+    harness = Path(sys.executable).with_name("harness")
+    uri = f"sqlite:///{tmp_path}/ui.db"
+    proc = subprocess.Popen([str(harness), "ui", "--tracking-uri", uri, "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        def page() -> str | None:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            except requests.RequestException:
+                return None
+            return response.text if response.status_code == 200 else None
+
+        assert "MLflow" in _wait_for(page, 90, "the MLflow UI to answer")
+        experiments = requests.post(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
+            json={"max_results": 10}, timeout=5,
+        ).json()
+        assert [e["name"] for e in experiments["experiments"]] == ["Default"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -104,6 +104,10 @@ def test_csv_logger_writes_the_same_columns_and_rows(tmp_path: Path) -> None:
     assert len(rows["custom"]) == len(rows["fit"]) == 3
 
 
+def _appender(seen: list[int]) -> Any:
+    return lambda batch, logs: seen.append(batch)
+
+
 def test_terminate_on_nan_stops_both_engines_at_the_same_batch() -> None:
     batches = {}
     for engine in ENGINES:
@@ -116,7 +120,7 @@ def test_terminate_on_nan_stops_both_engines_at_the_same_batch() -> None:
             epochs=3,
             callbacks=[
                 keras.callbacks.TerminateOnNaN(),
-                keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, _, s=seen: s.append(b)),
+                keras.callbacks.LambdaCallback(on_train_batch_end=_appender(seen)),
             ],
         )
         batches[engine] = (seen[-1], len(history.epoch), model.stop_training)
