@@ -20,21 +20,13 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     import mlflow
     import pandas as pd
 
-    from experiments.errors import UsageError
-
+    # mlflow.search_runs reads the global tracking URI: set it for this call only.
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
-    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
-        names = [e.name for e in mlflow.search_experiments()]
-        raise UsageError(
-            f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
-            f"Known experiments: {', '.join(names) or 'none yet'}"
-        )
-    frame = mlflow.search_runs(
-        experiment_names=[experiment] if experiment else None,
-        search_all_experiments=experiment is None,
-        max_results=limit,
-        order_by=["attributes.start_time DESC"],
-    )
+    try:
+        frame = _search(mlflow, experiment, tracking_uri, limit)
+    finally:
+        mlflow.set_tracking_uri(previous)
     if frame.empty:
         return pd.DataFrame(columns=["run_id", "run_name", "status"])
     columns = {"run_id": "run_id", "tags.mlflow.runName": "run_name", "status": "status"}
@@ -50,6 +42,23 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
 
 
 _HIDDEN_IN_TABLE = ("learning_rate", "epoch_time_s", "steps_per_sec", "data.name", "trainer.epochs")
+
+
+def _search(mlflow: Any, experiment: str | None, tracking_uri: str, limit: int) -> Any:
+    from experiments.errors import UsageError
+
+    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
+        names = [e.name for e in mlflow.search_experiments()]
+        raise UsageError(
+            f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
+            f"Known experiments: {', '.join(names) or 'none yet'}"
+        )
+    return mlflow.search_runs(
+        experiment_names=[experiment] if experiment else None,
+        search_all_experiments=experiment is None,
+        max_results=limit,
+        order_by=["attributes.start_time DESC"],
+    )
 
 
 def print_table(frame: Any) -> None:

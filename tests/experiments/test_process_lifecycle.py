@@ -174,10 +174,15 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
     port = _free_port()
     harness = Path(sys.executable).with_name("harness")
     uri = f"sqlite:///{tmp_path}/ui.db"
-    proc = subprocess.Popen([str(harness), "ui", "--tracking-uri", uri, "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(
+        [str(harness), "ui", "--tracking-uri", uri, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
+
         def page() -> str | None:
             try:
                 response = requests.get(f"http://127.0.0.1:{port}/", timeout=1)
@@ -188,7 +193,8 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
         assert "MLflow" in _wait_for(page, 90, "the MLflow UI to answer")
         experiments = requests.post(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
-            json={"max_results": 10}, timeout=5,
+            json={"max_results": 10},
+            timeout=5,
         ).json()
         assert [e["name"] for e in experiments["experiments"]] == ["Default"]
     finally:

@@ -66,9 +66,13 @@ def test_run_is_tracked_in_mlflow_and_tensorboard(engine: str, in_tmp: Path, mlf
     import mlflow
 
     model_uri = f"runs:/{result.run_id}/model"
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(mlflow_uri)
-    assert mlflow.models.get_model_info(model_uri).signature is not None
-    loaded = mlflow.keras.load_model(model_uri)
+    try:
+        assert mlflow.models.get_model_info(model_uri).signature is not None
+        loaded = mlflow.keras.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert loaded.predict(np.zeros((2, 64), "float32"), verbose=0).shape == (2, 10)
 
     # TensorBoard holds the same scalars on the same global steps.
@@ -124,14 +128,20 @@ def test_ctrl_c_marks_the_run_killed(in_tmp, mlflow_uri):
 
 def test_user_factories_by_import_path_with_a_tf_data_pipeline(in_tmp, mlflow_uri):
     result = _run(
-        in_tmp, mlflow_uri, "custom",
+        in_tmp,
+        mlflow_uri,
+        "custom",
         model={"name": "tests.experiments.user_code:build_model", "params": {"width": 4}},
         data={"name": "tests.experiments.user_code.make_data", "params": {"n": 96}},
-        loss="mean_squared_error", metrics=["mean_absolute_error"],
+        loss="mean_squared_error",
+        metrics=["mean_absolute_error"],
         **{"tracking.experiment": "user-code"},
     )
     assert set(result.history) == {
-        "loss", "mean_absolute_error", "val_loss", "val_mean_absolute_error"
+        "loss",
+        "mean_absolute_error",
+        "val_loss",
+        "val_mean_absolute_error",
     }
     run = MlflowClient(mlflow_uri).get_run(result.run_id)
     assert run.data.params["model.name"] == "tests.experiments.user_code:build_model"

@@ -50,12 +50,18 @@ def test_the_bar_is_stopped_when_training_fails() -> None:
         raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError):
-        train(make_model(), make_data(), engine="fit", epochs=2,
-              callbacks=[progress, keras.callbacks.LambdaCallback(on_epoch_end=fail)])
+        train(
+            make_model(),
+            make_data(),
+            engine="fit",
+            epochs=2,
+            callbacks=[progress, keras.callbacks.LambdaCallback(on_epoch_end=fail)],
+        )
     assert progress._progress is None
 
 
 def test_rejects_an_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="`mode` must be one of auto, bar, lines, none. "
-                       "Received: mode='fancy'"):
+    with pytest.raises(
+        ValueError, match="`mode` must be one of auto, bar, lines, none. Received: mode='fancy'"
+    ):
         ProgressLogger("fancy")

@@ -213,10 +213,9 @@ def test_invalid_constructor_arguments(mlflow_store: str, kwargs: Any, message: 
         MlflowSink(MlflowClient(mlflow_store), "0" * 32, **kwargs)
 
 
-def test_log_model_round_trip(
-    start_mlflow_sink: Any, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_store: str) -> None:
     import keras
+    import mlflow
     import mlflow.keras
     import mlflow.models
     import numpy as np
@@ -227,10 +226,15 @@ def test_log_model_round_trip(
     sink.log_model(model, input_example=x)
     sink.close()
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)  # resolves runs:/ URIs
-    uri = f"runs:/{sink.run_id}/model"
-    loaded = mlflow.keras.load_model(uri)
+    # runs:/ URIs resolve against the global tracking URI, which other tests may have set.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_store)
+    try:
+        uri = f"runs:/{sink.run_id}/model"
+        loaded = mlflow.keras.load_model(uri)
+        signature = mlflow.models.get_model_info(uri).signature
+    finally:
+        mlflow.set_tracking_uri(previous)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    signature = mlflow.models.get_model_info(uri).signature
     assert signature is not None
     assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 4)
