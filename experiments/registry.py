@@ -117,14 +117,7 @@ def resolve_loss(name: str) -> Any:
 
     if is_import_path(name):
         return import_object(name, what="loss")
-    try:
-        keras.losses.get(name)
-    except (ValueError, TypeError):
-        valid = _keras_names(keras.losses, predicate=callable)
-        raise UsageError(
-            f"loss: unknown loss '{name}'. Valid names: {', '.join(valid)}, or an import path"
-        ) from None
-    return name
+    return _known_keras_name(keras.losses, name, what="loss", kind="loss")
 
 
 def resolve_metric(name: str, index: int) -> Any:
@@ -135,13 +128,19 @@ def resolve_metric(name: str, index: int) -> Any:
         return import_object(name, what=f"metrics[{index}]")
     if name in ("accuracy", "acc", "crossentropy", "ce"):
         return name  # resolved by compile() from the loss and label shapes
+    return _known_keras_name(keras.metrics, name, what=f"metrics[{index}]", kind="metric")
+
+
+def _known_keras_name(module: Any, name: str, *, what: str, kind: str) -> str:
+    """`name` if `module.get` knows it, else a UsageError listing the valid names."""
     try:
-        keras.metrics.get(name)
+        module.get(name)
     except (ValueError, TypeError):
-        valid = _keras_names(keras.metrics, predicate=callable)
+        valid = _keras_names(module, predicate=callable)
+        extra = "accuracy, " if kind == "metric" else ""
         raise UsageError(
-            f"metrics[{index}]: unknown metric '{name}'. Valid names: accuracy, "
-            f"{', '.join(valid)}, or an import path"
+            f"{what}: unknown {kind} '{name}'. Valid names: {extra}{', '.join(valid)}, "
+            "or an import path"
         ) from None
     return name
 

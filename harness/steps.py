@@ -24,26 +24,32 @@ def _batch_size(x: Any) -> tf.Tensor:
     return tf.shape(first)[0]
 
 
+def _tracked_loss(
+    model: keras.Model, x: Any, y: Any, y_pred: Any, sample_weight: Any, *, training: bool
+) -> Any:
+    """The compiled loss, also averaged into the `loss` metric as `fit()` does."""
+    loss = model.compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+    )
+    keras_internals.loss_tracker(model).update_state(
+        keras_internals.unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+    )
+    return loss
+
+
 def make_train_step(model: keras.Model) -> Callable[[Any], Logs]:
     """One optimisation step on one batch, reporting the same logs as `fit()`.
 
     Room for fused extras (EMA update, clipping, accumulation) is between
     `apply_gradients` and the metric update.
     """
-    tracker = keras_internals.loss_tracker(model)
     optimizer = model.optimizer
 
     def train_step(data: Any) -> Logs:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
-            loss = model.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            tracker.update_state(
-                keras_internals.unscale_loss_for_distribution(loss),
-                sample_weight=_batch_size(x),
-            )
+            loss = _tracked_loss(model, x, y, y_pred, sample_weight, training=True)
             # Loss scaling is a no-op unless the optimizer is a LossScaleOptimizer.
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
@@ -56,18 +62,11 @@ def make_train_step(model: keras.Model) -> Callable[[Any], Logs]:
 
 def make_test_step(model: keras.Model) -> Callable[[Any], Logs]:
     """One evaluation step on one batch, reporting the same logs as `evaluate()`."""
-    tracker = keras_internals.loss_tracker(model)
 
     def test_step(data: Any) -> Logs:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = model(x, training=False)
-        loss = model.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-        )
-        tracker.update_state(
-            keras_internals.unscale_loss_for_distribution(loss),
-            sample_weight=_batch_size(x),
-        )
+        _tracked_loss(model, x, y, y_pred, sample_weight, training=False)
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return test_step
