@@ -49,6 +49,9 @@ class RunResult:
 def prepare(config: ExperimentConfig) -> Prepared:
     """Resolve names, build data and model, compile; raises UsageError on bad input."""
     from harness import DataError, prepare_data, seed_everything
+    from harness.devices import enable_memory_growth
+
+    enable_memory_growth()  # before anything allocates on a GPU
 
     model_factory = registry.resolve_factory(config.model.name, registry.MODELS, what="model.name")
     data_factory = registry.resolve_factory(config.data.name, registry.DATASETS, what="data.name")

@@ -71,7 +71,7 @@ def prepare_data(
         if validation is None and validation_split > 0:
             arrays, validation = _split(arrays, validation_split)
         train_ds = _batched(arrays, batch_size, shuffle=shuffle, drop=drop_remainder, seed=seed)
-        sample = arrays[0][:batch_size]
+        sample: Any = arrays[0][:batch_size]
         num = len(arrays[0])
     else:
         if validation_split > 0:

@@ -76,7 +76,7 @@ class MetricsLogger(keras.callbacks.Callback):
         # One variable read per epoch; within the epoch, steps are counted from batch indices.
         self._epoch_first_step = int(self.model.optimizer.iterations)
         self._batches_done = 0
-        self._epoch_lr: float | None = None
+        self._epoch_lr = None
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
