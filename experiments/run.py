@@ -6,6 +6,7 @@ bad config never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import random
 import signal
 import tempfile
 import traceback
@@ -109,14 +110,25 @@ def run_experiment(
         >>> result = run_experiment(load_config("experiments/configs/digits_mlp.yaml"))
     """
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
-    prepared = prepare(config)
+    prepared = prepare(config)  # seeds Python's `random`, among others
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
 
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
     try:
-        mlflow_sink = MlflowSink.start(
-            uri, experiment=config.tracking.experiment, run_name=config.tracking.run_name, tags=tags
-        )
+        # MLflow draws random run names from Python's `random`: with the seeded state every
+        # run of a config would get the same name, and creating the run would shift the seeded
+        # sequence training sees. Draw it from fresh entropy and put the seeded state back.
+        seeded = random.getstate()
+        random.seed()
+        try:
+            mlflow_sink = MlflowSink.start(
+                uri,
+                experiment=config.tracking.experiment,
+                run_name=config.tracking.run_name,
+                tags=tags,
+            )
+        finally:
+            random.setstate(seeded)
     except Exception as error:  # unreachable server, unwritable store, deleted experiment
         summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
         raise UsageError(

@@ -146,3 +146,14 @@ def test_user_factories_by_import_path_with_a_tf_data_pipeline(in_tmp, mlflow_ur
     run = MlflowClient(mlflow_uri).get_run(result.run_id)
     assert run.data.params["model.name"] == "tests.experiments.user_code:build_model"
     assert run.info.status == "FINISHED"
+
+
+def test_runs_of_the_same_seeded_config_get_different_names(in_tmp, mlflow_uri):
+    client = MlflowClient(mlflow_uri)
+    names = set()
+    for _ in range(2):
+        result = _run(
+            in_tmp, mlflow_uri, "custom", **{"trainer.epochs": 1, "tracking.experiment": "names"}
+        )
+        names.add(client.get_run(result.run_id).info.run_name)
+    assert len(names) == 2
