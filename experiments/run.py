@@ -130,7 +130,9 @@ def run_experiment(
         finally:
             random.setstate(seeded)
     except Exception as error:  # unreachable server, unwritable store, deleted experiment
-        summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+        text = str(error).strip() or repr(error)
+        summary = text.splitlines()[0]
+        summary = summary if len(summary) <= 200 else summary[:200] + "…"
         raise UsageError(
             f"cannot start an MLflow run at '{uri}': {summary}. Check that the store or server "
             "is reachable, or pick another with --tracking-uri, tracking.uri or "

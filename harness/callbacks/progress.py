@@ -84,8 +84,11 @@ class ProgressLogger(keras.callbacks.Callback):
         if self.mode == "none":
             return
         now = time.perf_counter()
+        steps = self._steps()
+        # With steps_per_execution, fit() reports a short last execution by its nominal index.
+        done = min(batch + 1, steps) if steps else batch + 1
         if self._progress is not None:
-            self._progress.update(self._task, completed=batch + 1)
+            self._progress.update(self._task, completed=done)
         if now - self._last_print < self.interval_s:
             return
         self._last_print = now
@@ -93,7 +96,7 @@ class ProgressLogger(keras.callbacks.Callback):
         if self._progress is not None:
             self._progress.update(self._task, metrics=text)
         else:
-            self._line(f"{batch + 1}/{self._steps() or '?'} steps - {text}", now)
+            self._line(f"{done}/{steps or '?'} steps - {text}", now)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.mode == "none":

@@ -65,3 +65,18 @@ def test_rejects_an_unknown_mode() -> None:
         ValueError, match="`mode` must be one of auto, bar, lines, none. Received: mode='fancy'"
     ):
         ProgressLogger("fancy")
+
+
+def test_step_count_never_passes_the_epoch_length_with_steps_per_execution() -> None:
+    stream = io.StringIO()
+    progress = ProgressLogger("lines", interval_s=0.0, stream=stream)
+    # 10 batches per epoch in executions of 3: the last one is reported as batch index 11.
+    train(
+        make_model(steps_per_execution=3),
+        make_data(),
+        engine="custom",
+        epochs=1,
+        callbacks=[progress],
+    )
+    counts = [line.split(" - ")[1] for line in stream.getvalue().splitlines() if "steps" in line]
+    assert counts == ["3/10 steps", "6/10 steps", "9/10 steps", "10/10 steps"]
