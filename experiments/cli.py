@@ -15,6 +15,11 @@ from experiments.errors import UsageError
 
 # TensorFlow's C++ start-up chatter would bury our one-line messages; users can lower this.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# MLflow's HTTP client retries 7 times with back-off up to 2 minutes per request; our sinks
+# retry on top of that, so a wrong --tracking-uri would take many minutes to report. A small
+# budget per request keeps failures prompt; set these variables to override.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 app = typer.Typer(
     name="harness",
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         status = 130
     if status == 130:  # typer turns KeyboardInterrupt (Ctrl-C, our SIGTERM) into exit 130
-        print("harness: interrupted; the run was marked KILLED", file=sys.stderr)
+        print("harness: interrupted (a run in progress is marked KILLED)", file=sys.stderr)
         return 130
     return status if isinstance(status, int) else 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -42,6 +42,19 @@ class TrainerSection(_Section):
     deterministic: bool = False
     log_every_n_steps: int = Field(10, ge=1)
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
+
+    @model_validator(mode="after")
+    def _whole_executions(self) -> TrainerSection:
+        # fit() rounds an epoch up to whole executions; requiring whole ones keeps both
+        # engines taking the same number of optimizer steps.
+        spe, per_call = self.steps_per_epoch, self.steps_per_execution
+        if spe is not None and spe % per_call:
+            raise ValueError(
+                f"trainer.steps_per_epoch ({spe}) must be a multiple of "
+                f"trainer.steps_per_execution ({per_call}); e.g. set steps_per_epoch="
+                f"{(spe // per_call + 1) * per_call}"
+            )
+        return self
 
 
 class CallbackSpec(_Section):

@@ -27,7 +27,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
             f"config file not found: '{path}'. Pass the path of a YAML config, e.g. "
             "experiments/configs/digits_mlp.yaml"
         )
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"cannot read config file '{path}': {error}. Pass a readable UTF-8 YAML file"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -61,19 +66,42 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         parsed = yaml.safe_load(value) if value else ""
     except yaml.YAMLError:
         parsed = value
-    node = raw
+    node: Any = raw
     *parents, leaf = key.split(".")
     for part in parents:
+        if isinstance(node, list):
+            node = _list_item(node, part, override)
+            continue
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise UsageError(
                 f"override '{override}': '{part}' is a value, not a section, so it has no "
                 f"key '{leaf}'. Override '{part}' itself"
             )
         node = child
-    node[leaf] = parsed
+    if isinstance(node, list):
+        index = _index(node, leaf, override)
+        node[index] = parsed
+    else:
+        node[leaf] = parsed
+
+
+def _index(items: list[Any], part: str, override: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise UsageError(
+            f"override '{override}': '{part}' is not an index of a list of {len(items)} "
+            f"items. Use 0 to {len(items) - 1}, e.g. callbacks.0.init_args.patience=5"
+        )
+    return int(part)
+
+
+def _list_item(items: list[Any], part: str, override: str) -> Any:
+    item = items[_index(items, part, override)]
+    if not isinstance(item, dict | list):
+        raise UsageError(f"override '{override}': item {part} is a value, not a section")
+    return item
 
 
 def _explain(error: ValidationError, path: Path, text: str, overrides: Sequence[str]) -> str:

@@ -1,41 +1,25 @@
 """The composition root of a tracked run: config → data, model, callbacks → engine → sinks.
 
-Everything that bad input can break is resolved in `prepare` before an MLflow run exists, so a
+Everything that bad input can break is checked by `prepare` before an MLflow run exists, so a
 bad config never leaves a half-written run behind.
 """
 
 from __future__ import annotations
 
 import random
-import signal
 import tempfile
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from experiments import registry
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import UsageError
+from experiments.prepare import Prepared, prepare
+from experiments.signals import signals_deferred, sigterm_as_interrupt
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived; handled like Ctrl-C so the run ends KILLED, not RUNNING."""
-
-
-@dataclass
-class Prepared:
-    """A validated experiment, ready to train."""
-
-    config: ExperimentConfig
-    model: Any
-    data: Any
-    callbacks: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,57 +29,6 @@ class RunResult:
     tracking_uri: str
     tensorboard_dir: Path
     history: dict[str, list[float]]
-
-
-def prepare(config: ExperimentConfig) -> Prepared:
-    """Resolve names, build data and model, compile; raises UsageError on bad input."""
-    from harness import DataError, prepare_data, seed_everything
-    from harness.devices import enable_memory_growth
-
-    enable_memory_growth()  # before anything allocates on a GPU
-
-    model_factory = registry.resolve_factory(config.model.name, registry.MODELS, what="model.name")
-    data_factory = registry.resolve_factory(config.data.name, registry.DATASETS, what="data.name")
-    opt = config.optimizer
-    optimizer = registry.build_optimizer(opt.name, opt.learning_rate, opt.params)
-    loss = registry.resolve_loss(config.loss)
-    metrics = [registry.resolve_metric(name, i) for i, name in enumerate(config.metrics)]
-    callbacks = [
-        registry.build_callback(spec.class_path, spec.init_args, i)
-        for i, spec in enumerate(config.callbacks)
-    ]
-    seed_everything(config.trainer.seed, deterministic=config.trainer.deterministic)
-    source = _call_factory(data_factory, config.data.params, what="data")
-    try:
-        data = prepare_data(
-            source,
-            batch_size=config.data.batch_size,
-            validation_split=config.data.validation_split,
-            shuffle=config.data.shuffle,
-            drop_remainder=config.data.drop_remainder,
-            seed=config.trainer.seed,
-        )
-    except DataError as error:
-        raise UsageError(f"data ({config.data.name}): {error}") from None
-    model = _call_factory(model_factory, config.model.params, what="model")
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=metrics,
-        steps_per_execution=config.trainer.steps_per_execution,
-        jit_compile=config.trainer.jit_compile,
-    )
-    return Prepared(config, model, data, callbacks)
-
-
-def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
-    try:
-        return factory(**params)
-    except TypeError as error:
-        raise UsageError(
-            f"{what}.params: {getattr(factory, '__name__', factory)} rejected {params}: {error}. "
-            f"Use the factory's own argument names"
-        ) from None
 
 
 def run_experiment(
@@ -126,6 +59,7 @@ def run_experiment(
                 experiment=config.tracking.experiment,
                 run_name=config.tracking.run_name,
                 tags=tags,
+                max_retries=2,  # on top of MLflow's own HTTP retries: fail in seconds
             )
         finally:
             random.setstate(seeded)
@@ -139,18 +73,22 @@ def run_experiment(
             "MLFLOW_TRACKING_URI"
         ) from None
     tb_dir = Path(config.tracking.tensorboard_dir) / config.tracking.experiment / mlflow_sink.run_id
-    sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
-    sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
+    sink: Any = mlflow_sink
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
+            sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
+            sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
             history = _train_and_log(prepared, sink)
     except KeyboardInterrupt:
-        sink.close("KILLED", error="interrupted (Ctrl-C or SIGTERM)")
+        with signals_deferred():
+            sink.close("KILLED", error="interrupted (Ctrl-C or SIGTERM)")
         raise
     except BaseException:
-        sink.close("FAILED", error=traceback.format_exc())
+        with signals_deferred():
+            sink.close("FAILED", error=traceback.format_exc())
         raise
-    sink.close("FINISHED")
+    with signals_deferred():
+        sink.close("FINISHED")
     return RunResult(mlflow_sink.run_id, mlflow_sink.experiment_id, uri, tb_dir, history)
 
 
@@ -165,10 +103,7 @@ def _train_and_log(prepared: Prepared, sink: Any) -> dict[str, list[float]]:
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         sink.log_artifact(config_file)
     trainer = config.trainer
-    ours = [
-        MetricsLogger(sink, log_every_n_steps=trainer.log_every_n_steps),
-        ProgressLogger(trainer.progress),
-    ]
+    logger = MetricsLogger(sink, log_every_n_steps=trainer.log_every_n_steps)
     history = train(
         prepared.model,
         prepared.data,
@@ -177,7 +112,9 @@ def _train_and_log(prepared: Prepared, sink: Any) -> dict[str, list[float]]:
         steps_per_epoch=trainer.steps_per_epoch,
         validation_steps=trainer.validation_steps,
         shuffle=config.data.shuffle,
-        callbacks=[*ours, *prepared.callbacks],
+        # The logger goes last, so it sees what the user's callbacks changed at epoch end
+        # (ReduceLROnPlateau's new rate); the progress display goes first.
+        callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, logger],
     )
     values = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     _log_history(sink, values)
@@ -206,19 +143,3 @@ def _input_example(prepared: Prepared) -> Any:
     model_input = prepared.model.inputs[0]
     shape = tuple(1 if d is None else d for d in model_input.shape)
     return np.zeros(shape, dtype=model_input.dtype)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

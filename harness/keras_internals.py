@@ -19,6 +19,7 @@ __all__ = [
     "reduce_per_replica",
     "unscale_loss_for_distribution",
     "symbolic_build",
+    "compute_loss",
     "loss_tracker",
 ]
 
@@ -26,6 +27,15 @@ __all__ = [
 def symbolic_build(model: Any, iterator: TFEpochIterator) -> None:
     """Build the model, its compiled metrics and optimizer variables before tracing."""
     model._maybe_symbolic_build(iterator=iterator)
+
+
+def compute_loss(
+    model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, *, training: bool
+) -> Any:
+    """`model.compute_loss`, also for user overrides with the pre-3.3 signature (no `training`)."""
+    return model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+    )
 
 
 def loss_tracker(model: Any) -> Any:

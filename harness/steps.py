@@ -28,9 +28,7 @@ def _tracked_loss(
     model: keras.Model, x: Any, y: Any, y_pred: Any, sample_weight: Any, *, training: bool
 ) -> Any:
     """The compiled loss, also averaged into the `loss` metric as `fit()` does."""
-    loss = model.compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-    )
+    loss = keras_internals.compute_loss(model, x, y, y_pred, sample_weight, training=training)
     keras_internals.loss_tracker(model).update_state(
         keras_internals.unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
     )

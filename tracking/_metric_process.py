@@ -80,6 +80,9 @@ class MetricProcess:
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # Its own session: Ctrl-C in the terminal reaches the parent, which then closes
+                # the child in order, instead of killing it mid-batch with a traceback.
+                start_new_session=True,
             )
         return self._proc
 

@@ -55,6 +55,7 @@ class MetricSender:
         self._rejected: list[MetricPoint] = []
         self._unreported: list[str] = []
         self._failing = False
+        self._attempt_once = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -71,7 +72,8 @@ class MetricSender:
             self._wake.set()
 
     def send_soon(self) -> None:
-        """Wake the thread to send what is queued now, without waiting for it."""
+        """Wake the thread to send what is queued now (one attempt even if failing); no wait."""
+        self._attempt_once = True
         self._wake.set()
 
     def flush(self) -> list[str]:
@@ -119,7 +121,10 @@ class MetricSender:
                 item.done.set()
         # A timed wake-up does not retry a backend that is already failing; the next
         # flush does, so a dead server costs one retry cycle per flush, not per second.
-        if self._pending and not self._failing:
+        # An epoch-end `send_soon` does try once more, so a store that was briefly locked
+        # gets the backlog at the next epoch instead of only at the end of training.
+        attempt, self._attempt_once = self._attempt_once, False
+        if self._pending and (attempt or not self._failing):
             self._send_pending(self._unreported, force=False)
 
     def _send_pending(self, problems: list[str], *, force: bool) -> None:

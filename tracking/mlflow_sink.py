@@ -214,19 +214,25 @@ class MlflowSink(Sink):
         if self._closed:
             return
         self._closed = True
-        unsent, problems = self._sender.stop()
-        if self._metric_process is not None:
-            self._metric_process.close()
-        _warn_all(problems, run_id=self._run_id)
-        # A backend that just failed every retry is probably down: try the rest once each,
-        # so closing against a dead server does not take several full retry cycles.
         retry = self._retry
-        if self._sender.failing:
-            retry = functools.partial(call_with_retries, max_retries=0, backoff_s=0)
-        if unsent:
-            self._spill(unsent)
-        if error is not None:
-            self._record_error(error, retry)
+        try:
+            unsent, problems = self._sender.stop()
+            if self._metric_process is not None:
+                self._metric_process.close()
+            _warn_all(problems, run_id=self._run_id)
+            # A backend that just failed every retry is probably down: try the rest once each,
+            # so closing against a dead server does not take several full retry cycles.
+            if self._sender.failing:
+                retry = functools.partial(call_with_retries, max_retries=0, backoff_s=0)
+            if unsent:
+                self._spill(unsent)
+            if error is not None:
+                self._record_error(error, retry)
+        finally:
+            # Whatever happened above (even a second Ctrl-C), the run must not stay RUNNING.
+            self._terminate(status, retry)
+
+    def _terminate(self, status: RunStatus, retry: Callable[[Callable[[], Any]], Any]) -> None:
         try:
             retry(lambda: self._client.set_terminated(self._run_id, status=status))
         except Exception as exc:
@@ -269,7 +275,11 @@ class MlflowSink(Sink):
             )
 
     def _spill(self, unsent: list[MetricPoint]) -> None:
-        path = write_spill_file(unsent, run_id=self._run_id)
+        try:
+            path = write_spill_file(unsent, run_id=self._run_id)
+        except OSError:
+            # An unwritable working directory must not cost the metrics: use the temp dir.
+            path = write_spill_file(unsent, run_id=self._run_id, directory=tempfile.gettempdir())
         warnings.warn(
             f"MLflow run {self._run_id}: {len(unsent)} metric points could not be sent and "
             f"were saved to {path}. Replay them with: python -m tracking.spill {path} "

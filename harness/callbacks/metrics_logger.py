@@ -65,7 +65,6 @@ class MetricsLogger(keras.callbacks.Callback):
         self._epoch_start = 0.0
         self._train_end = 0.0
         self._batches_done = 0
-        self._epoch_lr: float | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         learning_rate = getattr(self.model.optimizer, "_learning_rate", None)
@@ -76,7 +75,6 @@ class MetricsLogger(keras.callbacks.Callback):
         # One variable read per epoch; within the epoch, steps are counted from batch indices.
         self._epoch_first_step = int(self.model.optimizer.iterations)
         self._batches_done = 0
-        self._epoch_lr = None
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -119,11 +117,8 @@ class MetricsLogger(keras.callbacks.Callback):
         """The rate applied by optimizer step `step` (1-based): the schedule at `step - 1`."""
         if self._schedule is not None:
             return float(keras.ops.convert_to_numpy(self._schedule(step - 1)))
-        # A constant rate only changes between epochs (ReduceLROnPlateau,
-        # LearningRateScheduler), so it is read once per epoch, at its first logged step.
-        if self._epoch_lr is None:
-            self._epoch_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        return self._epoch_lr
+        # Read at every logged step: callbacks may change the rate between batches (warm-up).
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def _next_lr(self, global_step: int) -> float:
         if self._schedule is not None:
