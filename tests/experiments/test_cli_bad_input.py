@@ -134,6 +134,36 @@ CASES = [
         [],
         ["drop_remainder", "lower data.batch_size"],
     ),
+    (
+        "factory-value",
+        {"model.params": {"input_shape": [64], "dropout": 1.5}},
+        [],
+        ["model.params", "build_mlp rejected"],
+    ),
+    (
+        "model-data-mismatch",
+        {"model.params": {"input_shape": [32]}},
+        [],
+        ["model (mlp) does not accept the inputs of data (digits)", "input_shape"],
+    ),
+    (
+        "steps-not-whole-executions",
+        {"trainer.steps_per_epoch": 10, "trainer.steps_per_execution": 4},
+        [],
+        ["must be a multiple of trainer.steps_per_execution", "steps_per_epoch=12"],
+    ),
+    (
+        "override-list-index",
+        {"callbacks": [{"class_path": "keras.callbacks.EarlyStopping"}]},
+        ["callbacks.3.init_args.patience=2"],
+        ["'3' is not an index of a list of 1 items"],
+    ),
+    (
+        "tensorboard-dir-is-a-file",
+        {},
+        ["tracking.tensorboard_dir=tiny.yaml"],
+        ["tracking.tensorboard_dir: cannot create 'tiny.yaml'"],
+    ),
 ]
 
 
@@ -223,57 +253,6 @@ def test_installed_console_script_exits_2_without_traceback(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "trainer.epochs" in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
-
-
-MORE_CASES = [
-    (
-        "factory-value",
-        {"model.params": {"input_shape": [64], "dropout": 1.5}},
-        [],
-        ["model.params", "build_mlp rejected"],
-    ),
-    (
-        "model-data-mismatch",
-        {"model.params": {"input_shape": [32]}},
-        [],
-        ["model (mlp) does not accept the inputs of data (digits)", "input_shape"],
-    ),
-    (
-        "steps-not-whole-executions",
-        {"trainer.steps_per_epoch": 10, "trainer.steps_per_execution": 4},
-        [],
-        ["must be a multiple of trainer.steps_per_execution", "steps_per_epoch=12"],
-    ),
-    (
-        "override-list-index",
-        {"callbacks": [{"class_path": "keras.callbacks.EarlyStopping"}]},
-        ["callbacks.3.init_args.patience=2"],
-        ["'3' is not an index of a list of 1 items"],
-    ),
-    (
-        "tensorboard-dir-is-a-file",
-        {},
-        ["tracking.tensorboard_dir=tiny.yaml"],
-        ["tracking.tensorboard_dir: cannot create 'tiny.yaml'"],
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("changes", "extra", "fragments"), [c[1:] for c in MORE_CASES], ids=[c[0] for c in MORE_CASES]
-)
-def test_more_bad_input_one_line_exit_2_and_no_run(
-    changes, extra, fragments, in_tmp: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = write_config(in_tmp, changes)
-    db = in_tmp / "store.db"
-    code, err = _run_cli(["run", str(config), *extra, "--tracking-uri", f"sqlite:///{db}"], capsys)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert not db.exists()
 
 
 def test_override_reaches_into_a_list_item(in_tmp: Path) -> None:
