@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import IO, Any
 
-MetricPoint = tuple[str, float, int, int]  # (key, value, step, timestamp_ms)
+from tracking._metric_sender import MetricPoint
 
 
 class MetricProcess:

@@ -154,11 +154,9 @@ class MlflowSink(Sink):
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._check_open()
-        entities = [
-            Param(str(key), _truncated(f"param {key!r}", str(value), limit=_MAX_PARAM_VALUE_LENGTH))
-            for key, value in params.items()
-        ]
-        self._log_batch_in_chunks(entities, "params")
+        self._log_batch_in_chunks(
+            _entities(Param, params, what="param", limit=_MAX_PARAM_VALUE_LENGTH), "params"
+        )
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
         # Hot path (every training step): build plain tuples, hand them to the sender thread.
@@ -169,11 +167,9 @@ class MlflowSink(Sink):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._check_open()
-        entities = [
-            RunTag(str(key), _truncated(f"tag {key!r}", str(value), limit=_MAX_TAG_VALUE_LENGTH))
-            for key, value in tags.items()
-        ]
-        self._log_batch_in_chunks(entities, "tags")
+        self._log_batch_in_chunks(
+            _entities(RunTag, tags, what="tag", limit=_MAX_TAG_VALUE_LENGTH), "tags"
+        )
 
     def log_artifact(
         self, local_path: str | os.PathLike[str], *, artifact_path: str | None = None
@@ -320,12 +316,22 @@ def _get_or_create_experiment(
     return str(experiment.experiment_id)
 
 
+def _entities(
+    cls: Callable[[str, str], Any], values: Mapping[str, Any], *, what: str, limit: int
+) -> list[Any]:
+    """MLflow `Param`s or `RunTag`s, values cut to MLflow's length limit with a warning."""
+    return [
+        cls(str(key), _truncated(f"{what} {key!r}", str(value), limit=limit))
+        for key, value in values.items()
+    ]
+
+
 def _truncated(what: str, value: str, *, limit: int) -> str:
     if len(value) <= limit:
         return value
     warnings.warn(
         f"MLflow {what} is {len(value)} characters long; truncated to MLflow's limit of {limit}.",
-        stacklevel=4,
+        stacklevel=5,  # _truncated, comprehension, _entities, log_params/set_tags, caller
     )
     return value[:limit]
 

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import keras
 
+from harness.callbacks.batches import batches_done
+
 
 class MetricSink(Protocol):
     """What `MetricsLogger` needs from a tracking sink."""
@@ -65,8 +67,13 @@ class MetricsLogger(keras.callbacks.Callback):
         self._epoch_start = 0.0
         self._train_end = 0.0
         self._batches_done = 0
+        self._steps: int | None = None
+        self._per_call = 1
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # Fixed for the whole run: read once here, not in the per-batch hook.
+        self._steps = self.params.get("steps")
+        self._per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
         learning_rate = getattr(self.model.optimizer, "_learning_rate", None)
         schedules = keras.optimizers.schedules.LearningRateSchedule
         self._schedule = learning_rate if isinstance(learning_rate, schedules) else None
@@ -78,16 +85,13 @@ class MetricsLogger(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        steps = self.params.get("steps")
-        # With steps_per_execution, fit() reports a short final execution by its nominal index.
-        done = min(batch, steps - 1) + 1 if steps else batch + 1
+        done = batches_done(batch, self._steps)
         with self._lock:
             self._batches_done = max(self._batches_done, done)
             self._train_end = time.perf_counter()
         step = self._epoch_first_step + done
-        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
         # Steps done before this call began: its nominal first batch index.
-        previous = self._epoch_first_step + max(batch - per_call + 1, 0)
+        previous = self._epoch_first_step + max(batch - self._per_call + 1, 0)
         if step // self.every <= previous // self.every:
             return
         metrics = {f"{self.step_prefix}{k}": v for k, v in self._select(logs or {}).items()}

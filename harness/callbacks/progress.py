@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 import keras
 
+from harness.callbacks.batches import batches_done
+
 
 def _format_logs(logs: dict[str, Any]) -> str:
     return " - ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
@@ -85,8 +87,7 @@ class ProgressLogger(keras.callbacks.Callback):
             return
         now = time.perf_counter()
         steps = self._steps()
-        # With steps_per_execution, fit() reports a short last execution by its nominal index.
-        done = min(batch + 1, steps) if steps else batch + 1
+        done = batches_done(batch, steps)
         if self._progress is not None:
             self._progress.update(self._task, completed=done)
         if now - self._last_print < self.interval_s:

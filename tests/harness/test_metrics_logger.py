@@ -14,6 +14,19 @@ from tracking import InMemorySink
 ENGINES = ["fit", "custom"]
 
 
+def _logged(engine: str, model: keras.Model, *, epochs: int, every: int) -> InMemorySink:
+    """Train `model` on the 10-batch problem with a MetricsLogger; return what it logged."""
+    sink = InMemorySink()
+    train(
+        model,
+        make_data(),
+        engine=engine,
+        epochs=epochs,
+        callbacks=[MetricsLogger(sink, log_every_n_steps=every)],
+    )
+    return sink
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_step_and_epoch_metrics_land_on_the_global_step(engine: str) -> None:
     sink = InMemorySink()
@@ -41,15 +54,7 @@ def test_step_and_epoch_metrics_land_on_the_global_step(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_logs_the_learning_rate_actually_applied_at_each_step(engine: str) -> None:
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
-    sink = InMemorySink()
-    model = make_model(learning_rate=schedule, optimizer="sgd")
-    train(
-        model,
-        make_data(),
-        engine=engine,
-        epochs=1,
-        callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
-    )
+    sink = _logged(engine, make_model(learning_rate=schedule, optimizer="sgd"), epochs=1, every=1)
     # Step t (1-based) is taken with the schedule evaluated at iterations = t - 1.
     logged = sink.history("step/learning_rate")
     assert [s for s, _ in logged] == list(range(1, 11))
@@ -60,15 +65,7 @@ def test_logs_the_learning_rate_actually_applied_at_each_step(engine: str) -> No
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_steps_per_execution_logs_each_time_a_multiple_is_crossed(engine: str) -> None:
-    sink = InMemorySink()
-    model = make_model(steps_per_execution=3)
-    train(
-        model,
-        make_data(),
-        engine=engine,
-        epochs=2,
-        callbacks=[MetricsLogger(sink, log_every_n_steps=4)],
-    )
+    sink = _logged(engine, make_model(steps_per_execution=3), epochs=2, every=4)
     # Executions end at steps 3, 6, 9, 10 | 13, 16, 19, 20: log at the first end past 4, 8, ... 20
     assert [s for s, _ in sink.history("step/loss")] == [6, 9, 13, 16, 20]
     assert [s for s, _ in sink.history("loss")] == [10, 20]

@@ -178,6 +178,12 @@ def test_close_is_idempotent(backend: tuple[Sink, list[Readback]]) -> None:
     for readback in readbacks:
         if readback.status is not None:
             assert readback.status() == "FINISHED"
+        if readback.error is not None:  # the second close's error was not recorded
+            try:
+                recorded = readback.error()
+            except KeyError:
+                recorded = None
+            assert recorded in (None, "None")
 
 
 def test_logging_after_close_raises(backend: tuple[Sink, list[Readback]]) -> None:
