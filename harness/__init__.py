@@ -1,4 +1,4 @@
-"""The training engine: the fit adapter, the GradientTape loop, callbacks, data, seeding.
+"""The training engine: one loop for both engines, data sources, callbacks, state, stopping.
 
 Imports are lazy so `harness --help` does not pay for TensorFlow.
 """
@@ -8,14 +8,27 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["CustomEngine", "TrainingData", "DataError", "prepare_data", "seed_everything", "train"]
+__all__ = [
+    "DataError",
+    "StopSignal",
+    "TrainingData",
+    "TrainingInterrupted",
+    "TrainingLoop",
+    "prepare_data",
+    "seed_everything",
+    "stop_on_signals",
+    "train",
+]
 
 _LOCATIONS = {
-    "CustomEngine": "harness.custom_engine",
-    "TrainingData": "harness.data",
     "DataError": "harness.data",
+    "StopSignal": "harness.stopping",
+    "TrainingData": "harness.data",
+    "TrainingInterrupted": "harness.stopping",
+    "TrainingLoop": "harness.loop",
     "prepare_data": "harness.data",
     "seed_everything": "harness.seeding",
+    "stop_on_signals": "harness.stopping",
     "train": "harness.trainer",
 }
 

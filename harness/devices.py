@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 def enable_memory_growth() -> list[str]:
     """Let each visible GPU allocate memory as needed instead of all of it at start.
@@ -16,6 +18,11 @@ def enable_memory_growth() -> list[str]:
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # already initialised by earlier TensorFlow use in this process
+        except RuntimeError as error:
+            warnings.warn(
+                f"could not turn on memory growth for {gpu.name} ({error}): TensorFlow had "
+                "already initialised the GPU, so this process may hold all of its memory. "
+                "Call enable_memory_growth() before anything else uses TensorFlow.",
+                stacklevel=2,
+            )
     return [gpu.name for gpu in gpus]

@@ -1,32 +1,50 @@
-"""The few private Keras pieces the custom engine reuses, kept in one place.
+"""The few private Keras pieces the harness reuses, kept in one place.
 
-The GradientTape engine batches, shuffles and iterates data exactly as `fit()` does by
-reusing Keras's own epoch iterator (arrays, `tf.data`, `PyDataset` with workers, generators
-with `steps_per_epoch`, distribution). Re-implementing that would drift from `fit()`, and
-identical data order is what makes both engines interchangeable. Keras is pinned to a minor
-version in `pyproject.toml`; if these imports move, only this module changes.
+The loop mirrors `keras.Model.fit` event for event, so a few of Keras's own helpers are reused
+rather than re-implemented: the loss tracker and loss wrapper of the train step, the per-replica
+reduction, the symbolic build, the data adapters that run a `PyDataset`'s workers and peek at a
+generator, the initial epoch `BackupAndRestore` sets, the pending async callback calls, and the
+global seed generators (Keras's, and TensorFlow's `tf.random.Generator`). Keras is pinned to a
+minor version in `pyproject.toml`; if these move, only this module changes, and
+`tests/harness/test_keras_internals.py` names what broke.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from keras.src.backend.tensorflow.trainer import TFEpochIterator, reduce_per_replica
+from keras.src import backend as _backend
+from keras.src.backend.common import global_state as _global_state
+from keras.src.backend.tensorflow.trainer import reduce_per_replica
 from keras.src.losses.loss import unscale_loss_for_distribution
+from keras.src.random import seed_generator as _seed_generator
+from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 __all__ = [
-    "TFEpochIterator",
-    "reduce_per_replica",
-    "unscale_loss_for_distribution",
-    "symbolic_build",
+    "GeneratorDataAdapter",
+    "PyDatasetAdapter",
     "compute_loss",
+    "drain_callbacks",
+    "global_seed_state",
+    "initial_epoch",
     "loss_tracker",
+    "reduce_per_replica",
+    "set_global_seed_state",
+    "symbolic_build",
+    "tf_global_generator",
+    "unscale_loss_for_distribution",
 ]
 
 
-def symbolic_build(model: Any, iterator: TFEpochIterator) -> None:
-    """Build the model, its compiled metrics and optimizer variables before tracing."""
-    model._maybe_symbolic_build(iterator=iterator)
+def symbolic_build(model: Any, data_spec: Any) -> None:
+    """Build the model, its compiled loss and metrics and the optimizer from a batch's spec.
+
+    `data_spec` is a structure of anything with `shape` and `dtype` (a `tf.data` element
+    spec), so no batch has to be read, and no iterator created, to build.
+    """
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=data_spec)
 
 
 def compute_loss(
@@ -41,3 +59,47 @@ def compute_loss(
 def loss_tracker(model: Any) -> Any:
     """The `Mean` metric `fit()` reports as `loss`."""
     return model._loss_tracker
+
+
+def initial_epoch(model: Any) -> int | None:
+    """The epoch `BackupAndRestore` restored in `on_train_begin`, or None."""
+    return model._initial_epoch
+
+
+def drain_callbacks(callbacks: Any) -> None:
+    """Wait for a `CallbackList`'s pending async batch calls and stop its worker threads.
+
+    `on_train_end` does this when training ends normally; after an error or an interruption
+    the loop calls this instead, so no metric logged from a worker thread is lost when the
+    sinks close. Errors of those calls are re-raised here.
+    """
+    try:
+        callbacks._flush_futures()
+    finally:
+        executor, callbacks._executor = callbacks._executor, None
+        if executor is not None:
+            executor.shutdown()
+
+
+def global_seed_state() -> Any | None:
+    """The state of Keras's global `SeedGenerator` (unseeded random ops), if one exists."""
+    generator = _global_state.get_global_attribute(_seed_generator.GLOBAL_SEED_GENERATOR)
+    return None if generator is None else _backend.convert_to_numpy(generator.state.value)
+
+
+def set_global_seed_state(state: Any | None) -> None:
+    """Restore what `global_seed_state` returned (None: no global generator exists)."""
+    if state is None:
+        _global_state.set_global_attribute(_seed_generator.GLOBAL_SEED_GENERATOR, None)
+        return
+    _seed_generator.global_seed_generator().state.assign(state)
+
+
+def tf_global_generator() -> Any | None:
+    """TensorFlow's global `tf.random.Generator` if something created it, else None.
+
+    `tf.random.get_global_generator()` would create one, which op determinism forbids.
+    """
+    from tensorflow.python.ops import stateful_random_ops
+
+    return getattr(stateful_random_ops, "global_generator", None)

@@ -1,8 +1,7 @@
-"""Compiled train and eval steps for the GradientTape engine.
+"""The GradientTape steps of `engine: custom`: one batch each, the same logs as `fit()`.
 
-`build_step_function` turns a one-batch step into a `tf.function` that runs several steps per
-call (like Keras's `steps_per_execution`), so Python and callback overhead is paid once per
-call, not once per batch.
+The train step has two clear places for what comes later: between the gradients and
+`apply_gradients` (clipping, accumulation, the NaN guard) and after it (EMA).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import tensorflow as tf
 from harness import keras_internals
 
 Logs = dict[str, Any]
-StepFunction = Callable[[Any, int], Logs]
+Step = Callable[[Any], Logs]
 
 
 def _batch_size(x: Any) -> tf.Tensor:
@@ -35,12 +34,8 @@ def _tracked_loss(
     return loss
 
 
-def make_train_step(model: keras.Model) -> Callable[[Any], Logs]:
-    """One optimisation step on one batch, reporting the same logs as `fit()`.
-
-    Room for fused extras (EMA update, clipping, accumulation) is between
-    `apply_gradients` and the metric update.
-    """
+def make_train_step(model: keras.Model) -> Step:
+    """One optimisation step on one batch, reporting the same logs as `fit()`."""
     optimizer = model.optimizer
 
     def train_step(data: Any) -> Logs:
@@ -52,13 +47,15 @@ def make_train_step(model: keras.Model) -> Callable[[Any], Logs]:
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
+        # Gradient transforms go here: clipping, accumulation, the NaN guard.
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        # Post-update work goes here: the EMA of the weights.
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step
 
 
-def make_test_step(model: keras.Model) -> Callable[[Any], Logs]:
+def make_test_step(model: keras.Model) -> Step:
     """One evaluation step on one batch, reporting the same logs as `evaluate()`."""
 
     def test_step(data: Any) -> Logs:
@@ -68,56 +65,3 @@ def make_test_step(model: keras.Model) -> Callable[[Any], Logs]:
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return test_step
-
-
-def build_step_function(
-    model: keras.Model,
-    step: Callable[[Any], Logs],
-    *,
-    jit_compile: bool = False,
-    run_eagerly: bool = False,
-) -> StepFunction:
-    """Compile `step` into `fn(iterator, num_steps) -> logs` running `num_steps` batches.
-
-    Args:
-        model: the model whose distribution strategy runs the step.
-        step: a one-batch step from `make_train_step` or `make_test_step`.
-        jit_compile: compile the one-batch step with XLA.
-        run_eagerly: skip `tf.function` entirely (debugging).
-    """
-    strategy = model.distribute_strategy
-
-    def one_step(data: Any) -> Logs:
-        outputs = strategy.run(step, args=(data,))
-        return keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
-
-    if run_eagerly:
-
-        def eager_steps(iterator: Any, num_steps: int) -> Logs:
-            logs = one_step(next(iterator))
-            for _ in range(num_steps - 1):
-                logs = one_step(next(iterator))
-            return logs
-
-        return eager_steps
-
-    compiled_step = tf.function(one_step, reduce_retracing=True, jit_compile=jit_compile)
-
-    @tf.function(reduce_retracing=True)
-    def several_steps(iterator: Any, num_steps: tf.Tensor) -> Logs:
-        logs = compiled_step(iterator.get_next())
-        for _ in tf.range(num_steps - 1):
-            logs = compiled_step(iterator.get_next())
-        return logs
-
-    @tf.function(reduce_retracing=True)
-    def single_step(iterator: Any) -> Logs:
-        # Reading the batch inside the graph avoids an eager op per step.
-        return compiled_step(iterator.get_next())
-
-    def run(iterator: Any, num_steps: int) -> Logs:
-        if num_steps == 1:
-            return single_step(iterator)
-        return several_steps(iterator, tf.constant(num_steps, dtype=tf.int32))
-
-    return run

@@ -1,56 +1,79 @@
-"""One entry point for both engines: `fit()` and our GradientTape loop."""
+"""`train()`: the Python API for people who keep their own scripts."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
 
 import keras
 
-from harness.custom_engine import CustomEngine
 from harness.data import TrainingData
-
-Engine = Literal["fit", "custom"]
-ENGINES: tuple[Engine, ...] = ("fit", "custom")
+from harness.engines import Engine, EngineName
+from harness.loop import TrainingLoop
+from harness.stopping import StopSignal
 
 
 def train(
     model: keras.Model,
     data: TrainingData,
     *,
-    engine: Engine = "fit",
+    engine: EngineName | Engine = "fit",
     epochs: int = 1,
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
-    shuffle: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    initial_epoch: int = 0,
+    stop: StopSignal | None = None,
 ) -> keras.callbacks.History:
-    """Train a compiled model with the chosen engine; both take the same callbacks.
+    """Train a compiled model with the chosen engine; both run the same loop and callbacks.
+
+    Callbacks with a `close()` method (our loggers) are closed afterwards, whatever happened;
+    a failing `close()` never hides a training error, and never skips the other callbacks.
 
     Example:
         >>> history = train(model, prepare_data((x, y), batch_size=32), engine="custom")
     """
-    import tensorflow as tf
-
-    if isinstance(data.train, tf.data.Dataset):
-        shuffle = False  # the pipeline shuffles; Keras warns that the flag is ignored
-    kwargs: dict[str, Any] = dict(
+    loop = TrainingLoop(
+        model,
+        data,
+        engine=engine,
         epochs=epochs,
-        validation_data=data.validation,
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
-        callbacks=list(callbacks),
-        shuffle=shuffle,
-        verbose=0,
+        callbacks=callbacks,
+        initial_epoch=initial_epoch,
+        stop=stop,
     )
     try:
-        if engine == "fit":
-            return model.fit(data.train, **kwargs)
-        if engine == "custom":
-            return CustomEngine(model).fit(data.train, **kwargs)
-        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
-    finally:
-        for callback in callbacks:
-            close = getattr(callback, "close", None)
-            if callable(close):
-                close()
+        history = loop.run()
+    except BaseException:
+        close_callbacks(callbacks, training_failed=True)
+        raise
+    close_callbacks(callbacks, training_failed=False)
+    return history
+
+
+def close_callbacks(
+    callbacks: Sequence[keras.callbacks.Callback], *, training_failed: bool
+) -> None:
+    """Call every callback's `close()`; after a training error, only warn about failures.
+
+    Raises:
+        Exception: the first `close()` failure, when training itself succeeded.
+    """
+    errors: list[Exception] = []
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if not callable(close):
+            continue
+        try:
+            close()
+        except Exception as error:
+            errors.append(error)
+            if training_failed:
+                warnings.warn(
+                    f"{type(callback).__name__}.close() failed after a training error: {error!r}",
+                    stacklevel=3,
+                )
+    if errors and not training_failed:
+        raise errors[0]

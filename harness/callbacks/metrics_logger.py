@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import keras
 
 from harness.callbacks.batches import batches_done
+from harness.logs import scalar_logs
+from harness.step_events import STEP_EVENTS_PARAM, StepEnd
 
 
 class MetricSink(Protocol):
@@ -22,26 +24,35 @@ class MetricSink(Protocol):
 
 
 class MetricsLogger(keras.callbacks.Callback):
-    """Log metrics to a sink on the optimizer's global step, in either engine.
+    """Log metrics to a sink on the global step (optimizer updates), in either engine.
 
-    Every `log_every_n_steps` optimizer steps, the batch logs go out as `step/<name>` along
-    with `step/learning_rate`, the rate applied at that step. At each epoch end the epoch logs
-    (`loss`, `val_loss`, ...) go out under their own names with `learning_rate`, `epoch`,
-    `epoch_time_s` and `steps_per_sec`, and the sink is flushed (without waiting; the flush at
-    train end waits).
+    Every `log_every_n_steps` optimizer updates, the batch logs go out as `step/<name>` along
+    with `step/learning_rate`, the rate the update applied. At each epoch end the epoch logs
+    (`loss`, `val_loss`, ...) go out under their own names with `learning_rate` (the rate of the
+    next update), `epoch`, `epoch_time_s` and `steps_per_sec`, and the sink is flushed (without
+    waiting; the flush at train end waits). Vector-valued metrics are logged per component
+    (`f1_score/0`, `f1_score/1`, ...).
 
-    The callback is `async_safe`: Keras may run `on_train_batch_end` on a worker thread, so the
-    training loop never waits for a step's results to be read. Nothing on the training thread
-    reads a tensor between epochs, and each batch's decision to log depends only on its index.
+    In the harness's loop the step and the rate come out of the compiled step itself
+    (`on_train_step_end`), so they are exact with accumulated, skipped or loss-scaled updates.
+    Inside a plain `model.fit(...)` — tracking for an existing script — the step is counted
+    from batch indices and the rate read from the optimizer.
+
+    The callback is `async_safe`: its per-step work runs off the training thread, which never
+    waits for a step's results to be read.
 
     Args:
         sink: where metrics go (any `tracking.Sink`).
         log_every_n_steps: how often step-level metrics are sent.
         keys: only these log keys (all when None); a missing key warns once.
         step_prefix: prefix for step-level metric names.
+
+    Example:
+        >>> model.fit(x, y, callbacks=[MetricsLogger(MlflowSink.start(uri, experiment="e"))])
     """
 
     async_safe = True
+    step_events_only = True  # in the harness's loop, on_train_step_end replaces the batch hook
 
     def __init__(
         self,
@@ -62,77 +73,81 @@ class MetricsLogger(keras.callbacks.Callback):
         self.step_prefix = step_prefix
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._schedule: Any = None
+        self._step_events = False
         self._epoch_first_step = 0
+        self._last_step = 0
         self._epoch_start = 0.0
         self._train_end = 0.0
-        self._batches_done = 0
         self._steps: int | None = None
         self._per_call = 1
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        # Fixed for the whole run: read once here, not in the per-batch hook.
+        # Fixed for the whole run: read once here, not in the per-batch hooks.
+        self._step_events = bool(self.params.get(STEP_EVENTS_PARAM))
         self._steps = self.params.get("steps")
         self._per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        learning_rate = getattr(self.model.optimizer, "_learning_rate", None)
-        schedules = keras.optimizers.schedules.LearningRateSchedule
-        self._schedule = learning_rate if isinstance(learning_rate, schedules) else None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        # One variable read per epoch; within the epoch, steps are counted from batch indices.
-        self._epoch_first_step = int(self.model.optimizer.iterations)
-        self._batches_done = 0
-        self._epoch_start = time.perf_counter()
+        # One variable read per epoch (after a resume restored the optimizer).
+        self._epoch_first_step = self._last_step = int(self.model.optimizer.iterations)
+        self._epoch_start = self._train_end = time.perf_counter()
+
+    def on_train_step_end(self, event: StepEnd) -> None:
+        """From the harness's loop: log if a multiple of `log_every_n_steps` was crossed."""
+        previous, self._last_step = self._last_step, event.step
+        self._train_end = time.perf_counter()
+        if event.step // self.every > previous // self.every:
+            self._log_step(event.logs, event.step, event.learning_rate)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._step_events:
+            return  # the harness's loop reports the same step through on_train_step_end
+        # Inside a plain model.fit: steps from batch indices, one update per batch.
         done = batches_done(batch, self._steps)
-        with self._lock:
-            self._batches_done = max(self._batches_done, done)
-            self._train_end = time.perf_counter()
         step = self._epoch_first_step + done
-        # Steps done before this call began: its nominal first batch index.
         previous = self._epoch_first_step + max(batch - self._per_call + 1, 0)
-        if step // self.every <= previous // self.every:
-            return
-        metrics = {f"{self.step_prefix}{k}": v for k, v in self._select(logs or {}).items()}
-        metrics[f"{self.step_prefix}learning_rate"] = self._applied_lr(step)
-        self.sink.log_metrics(metrics, step=step)
+        with self._lock:  # Keras may run batch hooks of one epoch on several threads
+            self._last_step = max(self._last_step, step)
+            self._train_end = time.perf_counter()
+        if step // self.every > previous // self.every:
+            self._log_step(scalar_logs(logs or {}), step, self._fit_applied_lr(step))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
-        steps = self._batches_done
+        steps = self._last_step - self._epoch_first_step
         train_time = max(self._train_end - self._epoch_start, 1e-9)
-        global_step = self._epoch_first_step + steps
-        metrics = dict(self._select(logs or {}))
+        metrics = self._select(scalar_logs(logs or {}))
         metrics.update(
             epoch=float(epoch),
-            learning_rate=self._next_lr(global_step),
+            learning_rate=_as_float(self.model.optimizer.learning_rate),
             epoch_time_s=now - self._epoch_start,
             steps_per_sec=steps / train_time if steps > 0 else 0.0,
         )
-        self.sink.log_metrics(metrics, step=global_step)
+        self.sink.log_metrics(metrics, step=self._last_step)
         # Start delivery now without stalling training; on_train_end and close() wait.
         self.sink.flush(wait=False)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
 
-    def _applied_lr(self, step: int) -> float:
-        """The rate applied by optimizer step `step` (1-based): the schedule at `step - 1`."""
-        if self._schedule is not None:
-            return float(keras.ops.convert_to_numpy(self._schedule(step - 1)))
+    def _log_step(self, logs: dict[str, float], step: int, learning_rate: float) -> None:
+        metrics = {f"{self.step_prefix}{k}": v for k, v in self._select(logs).items()}
+        metrics[f"{self.step_prefix}learning_rate"] = learning_rate
+        self.sink.log_metrics(metrics, step=step)
+
+    def _fit_applied_lr(self, step: int) -> float:
+        """Inside plain `fit`: the rate update `step` (1-based) applied, read afterwards."""
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        schedule = getattr(optimizer, "_learning_rate", None)
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            return _as_float(schedule(step - 1))
         # Read at every logged step: callbacks may change the rate between batches (warm-up).
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        return _as_float(optimizer.learning_rate)
 
-    def _next_lr(self, global_step: int) -> float:
-        if self._schedule is not None:
-            return self._applied_lr(global_step + 1)
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def _select(self, logs: Mapping[str, Any]) -> dict[str, float]:
+    def _select(self, logs: Mapping[str, float]) -> dict[str, float]:
         if self.keys is None:
-            return {k: float(v) for k, v in logs.items()}
-        missing = [k for k in self.keys if k not in logs and k not in self._warned]
+            return dict(logs)
+        missing = [k for k in self.keys if not _present(k, logs) and k not in self._warned]
         if missing:
             self._warned.update(missing)
             warnings.warn(
@@ -140,4 +155,12 @@ class MetricsLogger(keras.callbacks.Callback):
                 f"{sorted(logs)}. Fix `keys` to name available ones.",
                 stacklevel=2,
             )
-        return {k: float(logs[k]) for k in self.keys if k in logs}
+        return {k: v for k, v in logs.items() if k.split("/")[0] in self.keys or k in self.keys}
+
+
+def _present(key: str, logs: Mapping[str, float]) -> bool:
+    return key in logs or any(name.startswith(f"{key}/") for name in logs)
+
+
+def _as_float(value: Any) -> float:
+    return float(keras.ops.convert_to_numpy(value))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import keras
 
 from harness.callbacks.batches import batches_done
+from harness.step_events import STEP_EVENTS_PARAM, StepEnd
 
 
-def _format_logs(logs: dict[str, Any]) -> str:
+def _format_logs(logs: Mapping[str, Any]) -> str:
     return " - ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
 
 
@@ -25,8 +27,10 @@ class ProgressLogger(keras.callbacks.Callback):
         stream: where output goes.
     """
 
-    # Safe on Keras's callback worker thread: the bar is locked, lines are whole prints.
+    # Safe on a worker thread: the bar is locked, lines are whole prints. In the harness's
+    # loop it follows on_train_step_end (off the training thread) instead of batch hooks.
     async_safe = True
+    step_events_only = True
 
     def __init__(
         self, mode: str = "auto", *, interval_s: float = 10.0, stream: TextIO | None = None
@@ -82,7 +86,15 @@ class ProgressLogger(keras.callbacks.Callback):
             description = f"epoch {epoch + 1}/{self.params.get('epochs')}"
             self._task = self._progress.add_task(description, total=self._steps(), metrics="")
 
+    def on_train_step_end(self, event: StepEnd) -> None:
+        """From the harness's loop: the same as a batch end, logs read only when shown."""
+        self._batch_done(event.batch, lambda: event.logs)
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self.params.get(STEP_EVENTS_PARAM):
+            self._batch_done(batch, lambda: logs or {})
+
+    def _batch_done(self, batch: int, logs: Callable[[], Mapping[str, Any]]) -> None:
         if self.mode == "none":
             return
         now = time.perf_counter()
@@ -93,7 +105,7 @@ class ProgressLogger(keras.callbacks.Callback):
         if now - self._last_print < self.interval_s:
             return
         self._last_print = now
-        text = _format_logs(logs or {})
+        text = _format_logs(logs())
         if self._progress is not None:
             self._progress.update(self._task, metrics=text)
         else:

@@ -1,182 +1,243 @@
-"""Both engines emit the same events and logs, so any Keras callback behaves the same."""
+"""One loop, two steps: what differs between the engines, and what the loop guarantees."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from harness import train
 from harness.data import prepare_data
-from tests.harness.problems import digits, make_data, make_model
+from harness.step_events import StepEnd
+from tests.harness.problems import EventRecorder, digits, make_data, make_model
 
 ENGINES = ["fit", "custom"]
 
 
-class EventRecorder(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[Any, ...]] = []
-
-    def _record(self, name: str, index: Any, logs: dict[str, Any] | None) -> None:
-        self.events.append((name, index, tuple(sorted(logs or {}))))
-
-    def on_train_begin(self, logs=None):
-        self._record("train_begin", None, logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._record("epoch_begin", epoch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._record("train_batch_begin", batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._record("train_batch_end", batch, logs)
-
-    def on_test_begin(self, logs=None):
-        self._record("test_begin", None, logs)
-
-    def on_test_batch_end(self, batch, logs=None):
-        self._record("test_batch_end", batch, logs)
-
-    def on_test_end(self, logs=None):
-        self._record("test_end", None, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._record("epoch_end", epoch, logs)
-
-    def on_train_end(self, logs=None):
-        self._record("train_end", None, logs)
-
-
-def _run(engine: str, *, steps_per_execution: int = 1, callbacks=(), epochs: int = 2, **kw):
-    model = make_model(steps_per_execution=steps_per_execution)
-    history = train(model, make_data(), engine=engine, epochs=epochs, callbacks=callbacks, **kw)
-    return model, history
-
-
-@pytest.mark.parametrize("steps_per_execution", [1, 3])
-def test_custom_engine_matches_fit_history_and_events(steps_per_execution: int) -> None:
-    results = {}
-    for engine in ENGINES:
-        recorder = EventRecorder()
-        _, history = _run(engine, steps_per_execution=steps_per_execution, callbacks=[recorder])
-        results[engine] = (history.history, recorder.events)
-    fit_history, fit_events = results["fit"]
-    custom_history, custom_events = results["custom"]
-    assert set(fit_history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert custom_events == fit_events
-    for key, values in fit_history.items():
-        np.testing.assert_allclose(custom_history[key], values, rtol=1e-6)
-
-
 def test_returns_a_keras_history_bound_to_the_model() -> None:
-    model, history = _run("custom", epochs=1)
+    model = make_model()
+    history = train(model, make_data(), engine="custom", epochs=1)
     assert isinstance(history, keras.callbacks.History)
     assert model.history is history
     assert history.epoch == [0]
 
 
-def test_early_stopping_stops_at_the_same_epoch_in_both_engines() -> None:
-    stopped = {}
-    for engine in ENGINES:
-        # A learning rate this high makes validation loss rise early on this problem.
-        model = make_model(learning_rate=0.5)
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)
-        history = train(model, make_data(), engine=engine, epochs=12, callbacks=[stopper])
-        stopped[engine] = (stopper.stopped_epoch, len(history.epoch))
-    assert stopped["fit"][0] > 0, "the problem must make EarlyStopping fire"
-    assert stopped["fit"][1] < 12
-    assert stopped["custom"] == stopped["fit"]
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_data_of_unknown_length_takes_one_update_per_batch(
+    engine: str, steps_per_execution: int
+) -> None:
+    # Keras's own fit() takes an 11th update per epoch here with steps_per_execution=1.
+    x, y = digits(300)
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: b >= 0).batch(30)
+    model = make_model(steps_per_execution=steps_per_execution)
+    recorder = EventRecorder()
+    data = prepare_data({"train": batches}, batch_size=30)
+    train(model, data, engine=engine, epochs=2, callbacks=[recorder])
+    assert int(model.optimizer.iterations) == 20
+    ends = [e[1] for e in recorder.events if e[0] == "train_batch_end"]
+    expected = list(range(0, 10)) if steps_per_execution == 1 else [2, 5, 8, 11]
+    assert ends == expected * 2
 
 
-def test_csv_logger_writes_the_same_columns_and_rows(tmp_path: Path) -> None:
-    rows = {}
-    for engine in ENGINES:
+def test_csv_logger_writes_what_it_writes_under_model_fit(tmp_path: Path) -> None:
+    files = {}
+    for engine in ("reference", *ENGINES):
         path = tmp_path / f"{engine}.csv"
-        _run(engine, callbacks=[keras.callbacks.CSVLogger(str(path))])
-        rows[engine] = path.read_text().splitlines()
-    assert rows["fit"][0] == "epoch,accuracy,loss,val_accuracy,val_loss"
-    assert rows["custom"][0] == rows["fit"][0]
-    assert len(rows["custom"]) == len(rows["fit"]) == 3
+        model, data = make_model(), make_data()
+        logger = keras.callbacks.CSVLogger(str(path))
+        if engine == "reference":
+            model.fit(
+                data.train.as_dataset(2),
+                steps_per_epoch=data.train.num_batches,
+                validation_data=data.validation.dataset(0),
+                epochs=2,
+                callbacks=[logger],
+                verbose=0,
+            )
+        else:
+            train(model, data, engine=engine, epochs=2, callbacks=[logger])
+        files[engine] = path.read_text().splitlines()
+    assert files["reference"][0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+    assert files["fit"] == files["reference"]  # the same numbers, to the last digit
+    reference = np.loadtxt(files["reference"][1:], delimiter=",")
+    custom = np.loadtxt(files["custom"][1:], delimiter=",")
+    assert files["custom"][0] == files["reference"][0]
+    np.testing.assert_allclose(custom, reference, rtol=1e-6)
 
 
-def _appender(seen: list[int]) -> Any:
-    return lambda batch, logs: seen.append(batch)
+def _poisoned_data() -> Any:
+    """Batch 3 of every epoch holds an infinite input, so the loss is NaN there."""
+    x, y = digits(300)
+    x = x.copy()
+    x[100] = np.inf
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    return prepare_data({"train": train}, batch_size=32), train
 
 
-def test_terminate_on_nan_stops_both_engines_at_the_same_batch() -> None:
-    batches = {}
-    for engine in ENGINES:
-        model = make_model(learning_rate=1e9, optimizer="sgd")
+def test_terminate_on_nan_stops_both_engines_where_model_fit_stops() -> None:
+    stopped = {}
+    for engine in ("reference", *ENGINES):
+        model = make_model()
         seen: list[int] = []
-        history = train(
-            model,
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs, seen=seen: seen.append(batch)
+            ),
+        ]
+        data, dataset = _poisoned_data()
+        if engine == "reference":
+            history = model.fit(dataset, epochs=3, callbacks=callbacks, verbose=0)
+        else:
+            history = train(model, data, engine=engine, epochs=3, callbacks=callbacks)
+        stopped[engine] = (seen, len(history.epoch), model.stop_training)
+    assert stopped["reference"] == ([0, 1, 2, 3], 1, True)
+    assert stopped["fit"] == stopped["custom"] == stopped["reference"]
+
+
+class WithOwnTrainStep(keras.Model):
+    """The "custom train_step inside fit" pattern: an extra metric from the step."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        logs = super().train_step(data)
+        return {**logs, "weight_norm": tf.linalg.global_norm(self.trainable_weights)}
+
+
+def _own_step_model() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(10)(keras.layers.Dense(16, activation="relu")(inputs))
+    model = WithOwnTrainStep(inputs, outputs)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_engine_fit_runs_a_users_train_step_override() -> None:
+    recorder = EventRecorder()
+    train(_own_step_model(), make_data(), engine="fit", epochs=1, callbacks=[recorder])
+    batch_ends = [e for e in recorder.events if e[0] == "train_batch_end"]
+    assert batch_ends[0][2] == ("accuracy", "loss", "weight_norm")
+
+
+def test_engine_custom_warns_that_it_does_not_run_the_override() -> None:
+    recorder = EventRecorder()
+    with pytest.warns(UserWarning, match="WithOwnTrainStep overrides train_step, which engine: "):
+        train(_own_step_model(), make_data(), engine="custom", epochs=1, callbacks=[recorder])
+    batch_ends = [e for e in recorder.events if e[0] == "train_batch_end"]
+    assert batch_ends[0][2] == ("accuracy", "loss")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_error_in_a_callback_propagates(engine: str) -> None:
+    def boom(epoch: int, logs: dict[str, Any]) -> None:
+        raise RuntimeError(f"boom in {engine}")
+
+    with pytest.raises(RuntimeError, match=f"boom in {engine}"):
+        train(
+            make_model(),
             make_data(),
             engine=engine,
-            epochs=3,
-            callbacks=[
-                keras.callbacks.TerminateOnNaN(),
-                keras.callbacks.LambdaCallback(on_train_batch_end=_appender(seen)),
-            ],
+            epochs=2,
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=boom)],
         )
-        batches[engine] = (seen[-1], len(history.epoch), model.stop_training)
-    assert batches["fit"][2] is True
-    assert batches["custom"] == batches["fit"]
 
 
-class _Batches(keras.utils.PyDataset):
-    def __init__(self, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.x, self.y = x, y
+class SlowStepListener(keras.callbacks.Callback):
+    """Takes its step events slowly, off the training thread (like a sink's network call)."""
+
+    async_safe = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[int] = []
+
+    def on_train_step_end(self, event: StepEnd) -> None:
+        time.sleep(0.2)
+        self.steps.append(event.step)
+
+
+class BrokenAt(keras.utils.PyDataset):
+    def __init__(self, broken: int) -> None:
+        super().__init__()
+        self.x, self.y = digits(300)
+        self.broken = broken
 
     def __len__(self) -> int:
-        return len(self.x) // 50
+        return 10
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        part = slice(index * 50, (index + 1) * 50)
-        return self.x[part], self.y[part]
+        if index == self.broken:
+            raise OSError(f"cannot read batch {index}")
+        return self.x[index * 30 : (index + 1) * 30], self.y[index * 30 : (index + 1) * 30]
 
 
-def test_pydataset_with_workers_gives_the_same_history_in_both_engines() -> None:
-    x, y = digits(300)
-    results = {}
-    for engine in ENGINES:
-        data = prepare_data(
-            {"train": _Batches(x, y, workers=2), "validation": (x, y)}, batch_size=50
-        )
-        model = make_model()
-        results[engine] = train(model, data, engine=engine, epochs=2, shuffle=False).history
-    for key in results["fit"]:
-        np.testing.assert_allclose(results["custom"][key], results["fit"][key], rtol=1e-6)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pending_step_events_are_delivered_before_a_training_error_surfaces(
+    engine: str,
+) -> None:
+    listener = SlowStepListener()
+    data = prepare_data({"train": BrokenAt(6)}, batch_size=30, shuffle=False)
+    with pytest.raises(Exception, match="cannot read batch 6"):
+        train(make_model(), data, engine=engine, epochs=1, callbacks=[listener])
+    # Whoever closes the sinks next finds every step before the error delivered.
+    assert listener.steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_generator_with_steps_per_epoch_runs_in_the_custom_engine() -> None:
-    x, y = digits(300)
+class Closing(keras.callbacks.Callback):
+    def __init__(self, log: list[str], name: str, *, fails: bool = False) -> None:
+        super().__init__()
+        self.log, self.name, self.fails = log, name, fails
 
-    def batches():
-        while True:
-            for start in range(0, 300, 30):
-                yield x[start : start + 30], y[start : start + 30]
-
-    data = prepare_data({"train": batches()}, batch_size=30)
-    recorder = EventRecorder()
-    model = make_model()
-    history = train(model, data, engine="custom", epochs=2, steps_per_epoch=4, callbacks=[recorder])
-    ends = [e for e in recorder.events if e[0] == "train_batch_end"]
-    assert len(ends) == 8
-    assert int(model.optimizer.iterations) == 8
-    assert len(history.history["loss"]) == 2
+    def close(self) -> None:
+        self.log.append(self.name)
+        if self.fails:
+            raise OSError(f"{self.name} cannot close")
 
 
-def test_an_error_in_a_callback_propagates_from_both_engines() -> None:
-    for engine in ENGINES:
+def test_a_failing_close_never_hides_the_training_error_nor_skips_others() -> None:
+    closed: list[str] = []
 
-        def boom(epoch: int, logs: dict[str, Any], engine: str = engine) -> None:
-            raise RuntimeError(f"boom in {engine}")
+    def boom(epoch: int, logs: dict[str, Any]) -> None:
+        raise RuntimeError("training failed")
 
-        with pytest.raises(RuntimeError, match=f"boom in {engine}"):
-            _run(engine, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=boom)])
+    callbacks = [
+        Closing(closed, "first", fails=True),
+        keras.callbacks.LambdaCallback(on_epoch_end=boom),
+        Closing(closed, "second"),
+    ]
+    with (
+        pytest.raises(RuntimeError, match="training failed"),
+        pytest.warns(UserWarning, match="Closing.close\\(\\) failed after a training error"),
+    ):
+        train(make_model(), make_data(), engine="custom", epochs=1, callbacks=callbacks)
+    assert closed == ["first", "second"]
+
+
+def test_a_failing_close_after_successful_training_is_raised() -> None:
+    closed: list[str] = []
+    callbacks = [Closing(closed, "first", fails=True), Closing(closed, "second")]
+    with pytest.raises(OSError, match="first cannot close"):
+        train(make_model(), make_data(), engine="fit", epochs=1, callbacks=callbacks)
+    assert closed == ["first", "second"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batch_hooks_set_on_the_instance_are_called(engine: str) -> None:
+    """The loop skips batch hooks nobody defines; LambdaCallback defines them per instance."""
+    seen: list[tuple[str, int]] = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(("begin", batch)),
+        on_train_batch_end=lambda batch, logs: seen.append(("end", batch)),
+    )
+    train(make_model(), make_data(), engine=engine, epochs=1, callbacks=[callback])
+    assert seen == [(kind, batch) for batch in range(10) for kind in ("begin", "end")]

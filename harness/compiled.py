@@ -1,0 +1,139 @@
+"""Compile a one-batch step into what the loop calls: several batches per call.
+
+Modelled on Keras's `TensorFlowTrainer._make_function`, so `engine: fit` runs the model's own
+`train_step` compiled as `fit()` compiles it (`steps_per_execution`, `jit_compile`). A call
+that finds the data exhausted raises `OutOfRangeError`; one that finds fewer batches than
+`steps_per_execution` runs only those (unknown-length data ends without an extra step).
+
+A compiled train call also returns what the loop needs to know about the optimizer, read
+inside the call so the training thread never waits for it: the global step
+(`optimizer.iterations`, which counts updates) and the learning rate its last update applied.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from harness import keras_internals
+from harness.engines import Engine
+from harness.steps import Logs, Step
+
+Extras = dict[str, Any]
+TrainFunction = Callable[[Any], tuple[Logs, Extras]]
+TestFunction = Callable[[Any], Logs]
+
+
+_COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[Any, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def compiled_functions(model: keras.Model, engine: Engine) -> tuple[TrainFunction, TestFunction]:
+    """The engine's compiled train and test calls for `model`, traced once per `compile()`.
+
+    Like `Model.fit`, which keeps `model.train_function` between calls, a second `train()` of
+    the same compiled model reuses the traced functions instead of tracing them again.
+    """
+    settings = (engine.name, model.steps_per_execution, model.jit_compile, model.run_eagerly)
+    cached = _COMPILED.setdefault(model, {}).get(settings)
+    # compile() makes a new loss tracker (and optimizer): a cached trace of the old is stale.
+    compiled_with = (keras_internals.loss_tracker(model), model.optimizer)
+    if (
+        cached is None
+        or cached[0][0] is not compiled_with[0]
+        or cached[0][1] is not compiled_with[1]
+    ):
+        functions = (
+            build_train_function(model, engine.train_step(model)),
+            build_test_function(model, engine.test_step(model)),
+        )
+        cached = _COMPILED[model][settings] = (compiled_with, functions)
+    return cached[1]
+
+
+def build_train_function(model: keras.Model, step: Step) -> TrainFunction:
+    """`fn(iterator) -> (logs, {"iterations", "learning_rate"})` over one execution."""
+    optimizer = model.optimizer
+    strategy = model.distribute_strategy
+
+    def one_step(data: Any) -> tuple[Logs, Extras]:
+        # Nothing of the step may run unless its batch arrived: inlined into the caller's
+        # graph, the optimizer's `iterations += 1` depends on no data and would otherwise
+        # run even when reading the batch fails at the end of the data (an extra "step").
+        with tf.control_dependencies(_tensors(data)):
+            # Read before the update: the rate `apply_gradients` is about to apply
+            # (schedules and loss-scale wrappers included), not one recomputed later.
+            learning_rate = tf.identity(optimizer.learning_rate)
+            outputs = strategy.run(step, args=(_optionals_to_none(data),))
+            logs = keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
+            iterations = tf.identity(optimizer.iterations)
+        return logs, {"iterations": iterations, "learning_rate": learning_rate}
+
+    return _several_per_call(model, one_step)
+
+
+def build_test_function(model: keras.Model, step: Step) -> TestFunction:
+    """`fn(iterator) -> logs` over one execution."""
+    strategy = model.distribute_strategy
+
+    def one_step(data: Any) -> Logs:
+        outputs = strategy.run(step, args=(_optionals_to_none(data),))
+        return keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
+
+    return _several_per_call(model, one_step)
+
+
+def _tensors(data: Any) -> list[Any]:
+    return [part for part in tf.nest.flatten(data) if isinstance(part, tf.Tensor)]
+
+
+def _optionals_to_none(data: Any) -> Any:
+    # Keras's `_autoconvert_optionals`: a generator's None becomes an empty Optional in tf.data.
+    return tf.nest.map_structure(
+        lambda part: None if isinstance(part, tf.experimental.Optional) else part, data
+    )
+
+
+def _several_per_call(model: keras.Model, one_step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    per_call = int(model.steps_per_execution)
+    if model.run_eagerly:
+
+        def eager(iterator: Any) -> Any:
+            outputs = one_step(next(iterator))
+            for _ in range(per_call - 1):
+                try:
+                    batch = next(iterator)
+                except (StopIteration, tf.errors.OutOfRangeError):
+                    break
+                outputs = one_step(batch)
+            return outputs
+
+        return eager
+
+    compiled_step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
+
+    if per_call == 1:
+
+        @tf.function(reduce_retracing=True)
+        def one_per_call(iterator: Any) -> Any:
+            # Reading the batch inside the graph avoids an eager op per step.
+            return compiled_step(iterator.get_next())
+
+        return one_per_call
+
+    @tf.function(reduce_retracing=True)
+    def several_per_call(iterator: Any) -> Any:
+        outputs = compiled_step(iterator.get_next())
+        for _ in tf.range(per_call - 1):
+            batch = iterator.get_next_as_optional()
+            if not batch.has_value():
+                break
+            outputs = compiled_step(batch.get_value())
+        return outputs
+
+    return several_per_call

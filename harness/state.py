@@ -1,0 +1,199 @@
+"""One registry of savable state: every stateful part of a run registers with the loop.
+
+`StateRegistry.capture()` returns plain Python and NumPy values (picklable, no TensorFlow
+objects), and `restore()` puts them back, part by part in registration order, so a checkpoint
+is one call and a run continues bit for bit in a fresh process.
+
+Example:
+    >>> state = loop.capture_state()          # {"model": [...], "optimizer": [...], ...}
+    >>> fresh_loop.restore_state(state)       # applied when fresh_loop.run() starts
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from harness import keras_internals
+
+
+class Stateful(Protocol):
+    """Anything whose state the registry saves: `state()` out, `restore(state)` back in."""
+
+    def state(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
+
+
+class StateRegistry:
+    """Named stateful parts, captured and restored together."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, Stateful] = {}
+
+    def register(self, name: str, part: Stateful) -> None:
+        """Add `part` under `name`; restored after the parts registered before it."""
+        if name in self._parts:
+            raise ValueError(f"a state part named {name!r} is already registered")
+        self._parts[name] = part
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._parts)
+
+    def capture(self) -> dict[str, Any]:
+        """Every part's state, by name."""
+        return {name: part.state() for name, part in self._parts.items()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore every registered part from `state` (which must hold all of them)."""
+        missing = [name for name in self._parts if name not in state]
+        if missing:
+            raise ValueError(
+                f"the saved state has no {', '.join(missing)}; it holds {sorted(state)}. "
+                "Restore a state captured from a run with the same features"
+            )
+        for name, part in self._parts.items():
+            part.restore(state[name])
+
+
+class VariablesState:
+    """The values of a list of Keras/TF variables (weights, seed generators, optimizer slots)."""
+
+    def __init__(self, what: str, variables: Callable[[], Sequence[Any]]) -> None:
+        self._what = what
+        self._variables = variables
+
+    def state(self) -> list[np.ndarray]:
+        return [np.array(v.numpy(), copy=True) for v in self._variables()]
+
+    def restore(self, state: list[np.ndarray]) -> None:
+        variables = list(self._variables())
+        if len(variables) != len(state):
+            raise ValueError(
+                f"the saved {self._what} state has {len(state)} variables; this run has "
+                f"{len(variables)}. Restore into the same model, optimizer and metrics"
+            )
+        for variable, value in zip(variables, state, strict=True):
+            if tuple(variable.shape) != tuple(np.shape(value)):
+                raise ValueError(
+                    f"{self._what} variable {variable.path} has shape {tuple(variable.shape)}; "
+                    f"the saved value has shape {np.shape(value)}"
+                )
+            variable.assign(value)
+
+
+class RandomState:
+    """Python's, NumPy's, TensorFlow's global and Keras's global random generators."""
+
+    def state(self) -> dict[str, Any]:
+        generator = keras_internals.tf_global_generator()
+        return {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "keras": keras_internals.global_seed_state(),
+            "tensorflow": None if generator is None else generator.state.numpy(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        keras_internals.set_global_seed_state(state["keras"])
+        if state["tensorflow"] is not None:
+            generator = keras_internals.tf_global_generator()
+            if generator is None:
+                generator = tf.random.Generator.from_seed(0)
+                tf.random.set_global_generator(generator)
+            generator.state.assign(state["tensorflow"])
+
+
+# The counters of Keras's own stateful callbacks that a resumed run needs.
+_KERAS_CALLBACK_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "History": ("epoch", "history"),
+    "EarlyStopping": ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "cooldown_counter", "best"),
+}
+# Callbacks with nothing to save between steps.
+_STATELESS = {
+    "TerminateOnNaN",
+    "LambdaCallback",
+    "ProgbarLogger",
+    "ProgressLogger",
+    "BackupAndRestore",
+    "CallbackList",
+}
+
+
+class CallbackStates:
+    """The state of each callback that has one: ours (`state()` / `restore()`), and the
+    counters of Keras's EarlyStopping, ReduceLROnPlateau and History.
+
+    Callbacks are matched by position and class name. A callback whose state cannot be read
+    is named in `unsaved`, and a warning says so once, at the first capture.
+    """
+
+    def __init__(self, callbacks: Callable[[], Iterable[Any]]) -> None:
+        self._callbacks = callbacks
+        self._warned = False
+
+    @property
+    def unsaved(self) -> list[str]:
+        """Class names of callbacks with state that a capture does not hold."""
+        return [
+            type(cb).__name__
+            for cb in self._callbacks()
+            if _saver(cb) is None and type(cb).__name__ not in _STATELESS
+        ]
+
+    def state(self) -> list[tuple[str, Any]]:
+        unsaved = self.unsaved
+        if unsaved and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"the state of callbacks {unsaved} cannot be saved (they have no "
+                "`state()`/`restore()` methods): a resumed run starts them afresh",
+                stacklevel=5,  # state, capture's comprehension, capture, capture_state, caller
+            )
+        saved = []
+        for callback in self._callbacks():
+            saver = _saver(callback)
+            saved.append((type(callback).__name__, None if saver is None else saver[0]()))
+        return saved
+
+    def restore(self, state: list[tuple[str, Any]]) -> None:
+        callbacks = list(self._callbacks())
+        names = [type(cb).__name__ for cb in callbacks]
+        if names != [name for name, _ in state]:
+            raise ValueError(
+                f"the saved callback states are for {[name for name, _ in state]}; this run "
+                f"has {names}. Resume with the same callbacks in the same order"
+            )
+        for callback, (_, value) in zip(callbacks, state, strict=True):
+            saver = _saver(callback)
+            if saver is not None and value is not None:
+                saver[1](value)
+
+
+def _saver(callback: Any) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
+    if callable(getattr(callback, "state", None)) and callable(getattr(callback, "restore", None)):
+        return callback.state, callback.restore
+    attributes = _KERAS_CALLBACK_ATTRIBUTES.get(type(callback).__name__)
+    if attributes is None:
+        return None
+
+    def read() -> dict[str, Any]:
+        import copy
+
+        return {name: copy.deepcopy(getattr(callback, name, None)) for name in attributes}
+
+    def write(values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            setattr(callback, name, value)
+
+    return read, write

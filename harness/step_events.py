@@ -1,0 +1,105 @@
+"""What the loop reports after each compiled training call, beyond Keras's `logs`.
+
+Keras callbacks get `on_train_batch_end(batch, logs)` exactly as in `fit()`. Callbacks of ours
+that need to know the optimizer's side — the global step (optimizer updates, not batches) and
+the learning rate the last update applied — also get `on_train_step_end(StepEnd)`, from the
+same compiled call's outputs. The loop announces it in the callback params
+(`params[STEP_EVENTS_PARAM]`), so such a callback can tell our loop from a plain `model.fit`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from harness.logs import scalar_logs
+
+STEP_EVENTS_PARAM = "harness_step_events"
+
+
+class StepEnd:
+    """One compiled training call (an execution of `steps_per_execution` batches) is done.
+
+    Attributes:
+        batch: the index `on_train_batch_end` got (the execution's nominal last batch).
+        step: optimizer updates so far, the global step of logs, MLflow and TensorBoard.
+        learning_rate: the rate the execution's last update applied.
+        logs: the batch logs as numbers (Keras's running means of the epoch so far).
+
+    `learning_rate` and `logs` are read from the step's tensors when first used, so a
+    callback that logs every 10th step pays for reading them every 10th step.
+    """
+
+    __slots__ = ("batch", "step", "_raw_learning_rate", "_raw_logs", "_learning_rate", "_logs")
+
+    def __init__(self, batch: int, step: int, learning_rate: Any, logs: Mapping[str, Any]) -> None:
+        self.batch = batch
+        self.step = step
+        self._raw_learning_rate, self._raw_logs = learning_rate, logs
+        self._learning_rate: float | None = None
+        self._logs: dict[str, float] | None = None
+
+    @property
+    def learning_rate(self) -> float:
+        if self._learning_rate is None:
+            self._learning_rate = float(self._raw_learning_rate)
+        return self._learning_rate
+
+    @property
+    def logs(self) -> dict[str, float]:
+        if self._logs is None:
+            self._logs = scalar_logs(self._raw_logs)
+        return self._logs
+
+    def __repr__(self) -> str:
+        return f"StepEnd(batch={self.batch}, step={self.step})"
+
+
+class StepEventDispatcher:
+    """Delivers `on_train_step_end` to the callbacks that define it, in order.
+
+    When all of them are `async_safe`, delivery (including reading the step's tensors) runs on
+    one worker thread, so the training thread never waits for a step to finish; `flush` waits
+    for what is queued (the loop flushes before `on_epoch_end` and when training stops).
+    """
+
+    def __init__(self, callbacks: Iterable[Any]) -> None:
+        self._listeners = [
+            cb for cb in callbacks if callable(getattr(cb, "on_train_step_end", None))
+        ]
+        asynchronous = bool(self._listeners) and all(
+            getattr(cb, "async_safe", False) for cb in self._listeners
+        )
+        self._executor = ThreadPoolExecutor(1, "harness-step-events") if asynchronous else None
+        self._futures: deque[Future[None]] = deque()
+
+    def dispatch(self, batch: int, logs: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
+        if not self._listeners:
+            return
+        if self._executor is None:
+            self._deliver(batch, logs, extras)
+            return
+        while self._futures and self._futures[0].done():
+            self._futures.popleft().result()  # re-raise a callback's error promptly
+        self._futures.append(self._executor.submit(self._deliver, batch, logs, extras))
+
+    def flush(self) -> None:
+        """Wait until every dispatched event is delivered; re-raise the first error."""
+        while self._futures:
+            self._futures.popleft().result()
+
+    def close(self) -> None:
+        """Flush and stop the worker thread."""
+        try:
+            self.flush()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
+
+    def _deliver(self, batch: int, logs: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
+        event = StepEnd(batch, int(extras["iterations"]), extras["learning_rate"], logs)
+        for callback in self._listeners:
+            callback.on_train_step_end(event)
