@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from experiments import yaml_loader
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 
@@ -34,7 +35,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
             f"cannot read config file '{path}': {error}. Pass a readable UTF-8 YAML file"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml_loader.load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
@@ -63,9 +64,13 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             "Write it like trainer.epochs=3"
         )
     try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
+        parsed = yaml_loader.load(value) if value else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UsageError(
+            f"override '{override}': the value is not valid YAML ({problem}). Values are read "
+            f"as YAML; quote a plain string, e.g. {key}='\"...\"'"
+        ) from None
     node: Any = raw
     *parents, leaf = key.split(".")
     for part in parents:
@@ -141,7 +146,7 @@ def _where(text: str, loc: tuple[Any, ...], path: Path, overrides: Sequence[str]
     dotted = ".".join(str(part) for part in loc)
     if any(o.partition("=")[0] == dotted for o in overrides):
         return f"{path} (command-line override)"
-    line = _line_of(yaml.compose(text), loc)
+    line = _line_of(yaml_loader.compose(text), loc)
     return f"{path}, line {line}" if line else str(path)
 
 

@@ -19,6 +19,7 @@ class Prepared:
     model: Any
     data: Any
     callbacks: list[Any] = field(default_factory=list)
+    sample_input: Any | None = None  # a few real model inputs, None for generators
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
@@ -52,8 +53,9 @@ def prepare(config: ExperimentConfig) -> Prepared:
     except DataError as error:
         raise UsageError(f"data ({config.data.name}): {error}") from None
     _check_steps_per_epoch(data.train, config)
+    sample_input = data.peek_input()
     model = _call_factory(model_factory, config.model.params, what="model")
-    _check_model_fits_data(model, data.sample_input, config)
+    _check_model_fits_data(model, sample_input, config)
     model.compile(
         optimizer=optimizer,
         loss=loss,
@@ -62,7 +64,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         jit_compile=config.trainer.jit_compile,
     )
     _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
-    return Prepared(config, model, data, callbacks)
+    return Prepared(config, model, data, callbacks, sample_input)
 
 
 def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
@@ -77,12 +79,9 @@ def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
 
 
 def _check_steps_per_epoch(train: Any, config: ExperimentConfig) -> None:
-    import inspect
-    from collections.abc import Iterator
+    from harness.data import GeneratorSource
 
-    if (inspect.isgenerator(train) or isinstance(train, Iterator)) and not (
-        config.trainer.steps_per_epoch
-    ):
+    if isinstance(train, GeneratorSource) and not config.trainer.steps_per_epoch:
         raise UsageError(
             f"data ({config.data.name}) is a generator, which has no length: set "
             "trainer.steps_per_epoch (e.g. trainer.steps_per_epoch=100)"

@@ -18,8 +18,9 @@ import yaml
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import UsageError
 from experiments.prepare import Prepared, prepare
-from experiments.signals import signals_deferred, sigterm_as_interrupt
+from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
+from harness.stopping import StopSignal, stop_on_signals
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,16 @@ def run_experiment(
     tb_dir = Path(config.tracking.tensorboard_dir) / config.tracking.experiment / mlflow_sink.run_id
     sink: Any = mlflow_sink
     try:
-        with sigterm_as_interrupt():
+        # Ctrl-C and SIGTERM set a flag the loop checks between compiled calls; the loop then
+        # stops at a step boundary and raises TrainingInterrupted (a KeyboardInterrupt).
+        with stop_on_signals(StopSignal()) as stop:
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
             sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
-            history = _train_and_log(prepared, sink)
-    except KeyboardInterrupt:
+            history = _train_and_log(prepared, sink, stop)
+    except KeyboardInterrupt as interrupted:
+        reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
-            sink.close("KILLED", error="interrupted (Ctrl-C or SIGTERM)")
+            sink.close("KILLED", error=f"interrupted ({reason})")
         raise
     except BaseException:
         with signals_deferred():
@@ -92,9 +96,10 @@ def run_experiment(
     return RunResult(mlflow_sink.run_id, mlflow_sink.experiment_id, uri, tb_dir, history)
 
 
-def _train_and_log(prepared: Prepared, sink: Any) -> dict[str, list[float]]:
+def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[float]]:
     from harness import train
     from harness.callbacks import MetricsLogger, ProgressLogger
+    from harness.logs import scalar_logs
 
     config = prepared.config
     sink.log_params(flatten(config))
@@ -111,15 +116,25 @@ def _train_and_log(prepared: Prepared, sink: Any) -> dict[str, list[float]]:
         epochs=trainer.epochs,
         steps_per_epoch=trainer.steps_per_epoch,
         validation_steps=trainer.validation_steps,
-        shuffle=config.data.shuffle,
+        stop=stop,
         # The logger goes last, so it sees what the user's callbacks changed at epoch end
         # (ReduceLROnPlateau's new rate); the progress display goes first.
         callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, logger],
     )
-    values = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)
     sink.log_model(prepared.model, input_example=_input_example(prepared))
     return values
+
+
+def _history_values(history: dict[str, list[Any]], scalar_logs: Any) -> dict[str, list[float]]:
+    """History as columns of numbers, vector metrics one column per component."""
+    rows = [scalar_logs({k: vs[i] for k, vs in history.items()}) for i in range(_epochs(history))]
+    return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+
+
+def _epochs(history: dict[str, list[Any]]) -> int:
+    return min((len(values) for values in history.values()), default=0)
 
 
 def _log_history(sink: Any, history: dict[str, list[float]]) -> None:
@@ -136,7 +151,7 @@ def _log_history(sink: Any, history: dict[str, list[float]]) -> None:
 def _input_example(prepared: Prepared) -> Any:
     import numpy as np
 
-    sample = prepared.data.sample_input
+    sample = prepared.sample_input
     if sample is not None:
         return sample[:5] if isinstance(sample, np.ndarray) else sample
     # Generators cannot be peeked; a zero batch of the model's input shape still gives a signature.

@@ -16,49 +16,62 @@ MAIN_PARAMS = (
 
 
 def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
-    """Recent runs as a DataFrame: id, name, status, main params, final epoch metrics."""
-    import mlflow
-    import pandas as pd
+    """Recent runs as a DataFrame: id, name, status, main params, final epoch metrics.
 
-    # mlflow.search_runs reads the global tracking URI: set it for this call only.
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        frame = _search(mlflow, experiment, tracking_uri, limit)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    if frame.empty:
+    Reads through an `MlflowClient` for `tracking_uri`; MLflow's global tracking URI is never
+    touched, so this is safe beside runs logging elsewhere in the same process.
+    """
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = [_row(run) for run in _search(client, experiment, tracking_uri, limit)]
+    if not rows:
         return pd.DataFrame(columns=["run_id", "run_name", "status"])
-    columns = {"run_id": "run_id", "tags.mlflow.runName": "run_name", "status": "status"}
-    columns.update({f"params.{p}": p for p in MAIN_PARAMS})
-    epoch_metrics = sorted(
-        c
-        for c in frame.columns
-        if c.startswith("metrics.") and "/" not in c and c not in ("metrics.epoch",)
+    frame = pd.DataFrame(rows)
+    columns = ["run_id", "run_name", "status", *(p for p in MAIN_PARAMS if p in frame.columns)]
+    metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
+    frame = frame[columns + metrics]
+    return frame.rename(columns={c: c.removeprefix("metrics.") for c in metrics})
+
+
+def _row(run: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+    }
+    row.update({p: run.data.params[p] for p in MAIN_PARAMS if p in run.data.params})
+    row.update(
+        {
+            f"metrics.{key}": value
+            for key, value in run.data.metrics.items()
+            if "/" not in key and key != "epoch"
+        }
     )
-    columns.update({c: c.removeprefix("metrics.") for c in epoch_metrics})
-    present = {k: v for k, v in columns.items() if k in frame.columns}
-    return frame[list(present)].rename(columns=present)
+    return row
 
 
 _HIDDEN_IN_TABLE = ("learning_rate", "epoch_time_s", "steps_per_sec", "data.name", "trainer.epochs")
 
 
-def _search(mlflow: Any, experiment: str | None, tracking_uri: str, limit: int) -> Any:
+def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) -> list[Any]:
     from experiments.errors import UsageError
 
-    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
-        names = [e.name for e in mlflow.search_experiments()]
-        raise UsageError(
-            f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
-            f"Known experiments: {', '.join(names) or 'none yet'}"
-        )
-    return mlflow.search_runs(
-        experiment_names=[experiment] if experiment else None,
-        search_all_experiments=experiment is None,
-        max_results=limit,
-        order_by=["attributes.start_time DESC"],
-    )
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = [e.name for e in client.search_experiments()]
+            raise UsageError(
+                f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
+                f"Known experiments: {', '.join(names) or 'none yet'}"
+            )
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    return list(client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"]))
 
 
 def print_table(frame: Any) -> None:

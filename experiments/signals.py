@@ -1,4 +1,4 @@
-"""Signals around a run: SIGTERM ends training like Ctrl-C; nothing interrupts closing the run."""
+"""Signals while a run is closed: nothing interrupts closing it (training stops by flag)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,7 @@ from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived; handled like Ctrl-C so the run ends KILLED, not RUNNING."""
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """SIGTERM arrived while the run was being closed; raised once it is closed."""
 
 
 @contextmanager

@@ -111,6 +111,12 @@ CASES = [
         ["malformed override 'trainer.epochs'", "trainer.epochs=3"],
     ),
     (
+        "override-value-not-yaml",
+        {},
+        ["optimizer.params={weight_decay: 1e-4"],
+        ["override 'optimizer.params={weight_decay: 1e-4'", "not valid YAML", "quote"],
+    ),
+    (
         "override-unknown-key",
         {},
         ["trainer.epoch=3"],
@@ -276,3 +282,23 @@ def test_unreadable_config_file(in_tmp: Path, capsys) -> None:
     code, err = _run_cli(["run", str(path)], capsys)
     assert code == 2
     assert "cannot read config file" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-4", 1e-4), ("1e-05", 1e-05), ("3.0e+2", 300.0), ("010", 10), ("0x10", 16), (".5", 0.5)],
+)
+def test_numbers_read_as_users_mean_them_in_files_and_overrides(
+    text: str, value: float, in_tmp: Path
+) -> None:
+    """YAML 1.2: PyYAML alone reads `1e-4` as a string and `010` as octal 8."""
+    from experiments.config_loader import load_config
+
+    config = write_config(in_tmp)
+    with_decay = f"  learning_rate: 0.01\n  params: {{weight_decay: {text}}}"
+    config.write_text(config.read_text().replace("  learning_rate: 0.01", with_decay))
+    from_file = load_config(config)
+    from_override = load_config(write_config(in_tmp), [f"optimizer.params.weight_decay={text}"])
+    for loaded in (from_file, from_override):
+        decay = loaded.optimizer.params["weight_decay"]
+        assert decay == value and type(decay) is type(value)

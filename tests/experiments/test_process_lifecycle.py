@@ -144,17 +144,25 @@ def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> N
 
 
 def test_runs_table_lists_runs_with_params_and_final_metrics(
-    in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    in_tmp: Path,
+    mlflow_uri: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = load_config(
         write_config(in_tmp, {"tracking.experiment": "table", "tracking.run_name": "tabled"})
     )
     result = run_experiment(config, tracking_uri=mlflow_uri)
     out_csv = in_tmp / "runs.csv"
+    import mlflow
+
+    changes: list[str] = []  # MLflow's global URI must not change, not even for a moment
+    monkeypatch.setattr(mlflow, "set_tracking_uri", changes.append)
     code = main(
         ["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--csv", str(out_csv)]
     )
     assert code == 0
+    assert changes == []
     assert "tabled" in capsys.readouterr().out
     rows = list(csv.DictReader(out_csv.open()))
     assert rows[0]["run_id"] == result.run_id

@@ -157,3 +157,15 @@ def test_runs_of_the_same_seeded_config_get_different_names(in_tmp, mlflow_uri):
         )
         names.add(client.get_run(result.run_id).info.run_name)
     assert len(names) == 2
+
+
+def test_history_columns_split_vector_metrics_per_component() -> None:
+    from experiments.run import _history_values
+    from harness.logs import scalar_logs
+
+    history = {"loss": [0.5, 0.25], "f1": [np.array([0.1, 0.2]), np.array([0.3, 0.4])]}
+    assert _history_values(history, scalar_logs) == {
+        "loss": [0.5, 0.25],
+        "f1/0": [pytest.approx(0.1), pytest.approx(0.3)],
+        "f1/1": [pytest.approx(0.2), pytest.approx(0.4)],
+    }
