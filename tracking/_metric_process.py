@@ -5,16 +5,21 @@ SQL), and a background thread doing that holds the training process's GIL: at ev
 logging it slowed a 1 ms/step model by ~30 %. In a child process that work runs on another
 core. The parent's side is one pickle per batch over a pipe.
 
-The protocol is pickled objects over the child's stdin/stdout: the parent sends a list of
-metric points (or None to stop), the child answers None on success or
-`(kind, name, message)` when MLflow refused or failed, which the parent re-raises as the
-same kind of exception so the sender's retry rules apply unchanged.
+The protocol is pickled objects over the child's stdin/stdout: the child says "ready" once
+its MLflow client exists; then the parent sends a list of metric points (or None to stop), the
+child answers None on success or `(kind, name, message)` when MLflow refused or failed, which
+the parent re-raises as the same kind of exception so the sender's retry rules apply unchanged.
+
+Every wait for the child is bounded: a child stuck on a locked store or on a server that
+accepts but never answers is killed after `reply_timeout_s`, and the batch is retried (in a
+new child) like any transient failure.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -22,14 +27,36 @@ from typing import IO, Any
 
 from tracking._metric_sender import MetricPoint
 
+_READY = "ready"
+
 
 class MetricProcess:
-    """Sends metric batches to a lazily started child process that calls `log_batch`."""
+    """Sends metric batches to a lazily started child process that calls `log_batch`.
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    Args:
+        tracking_uri, run_id: where the child logs.
+        reply_timeout_s: how long one batch may take before the child is killed.
+        startup_timeout_s: how long the child may take to import MLflow and get ready.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        run_id: str,
+        *,
+        reply_timeout_s: float = 120.0,
+        startup_timeout_s: float = 120.0,
+    ) -> None:
+        if reply_timeout_s <= 0:
+            raise ValueError(
+                f"`reply_timeout_s` must be > 0. Received: reply_timeout_s={reply_timeout_s}"
+            )
         self._tracking_uri = tracking_uri
         self._run_id = run_id
+        self._reply_timeout_s = reply_timeout_s
+        self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -43,15 +70,33 @@ class MetricProcess:
             proc = self._ensure_started()
             assert proc.stdin is not None and proc.stdout is not None
             try:
+                if not self._ready:
+                    if self._receive(proc, self._startup_timeout_s, "get ready") != _READY:
+                        raise EOFError("the writer process did not say it was ready")
+                    self._ready = True
                 pickle.dump(points, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 proc.stdin.flush()
-                reply = pickle.load(proc.stdout)
+                reply = self._receive(proc, self._reply_timeout_s, "write a batch")
+            except TimeoutError:
+                self._terminate()
+                raise  # transient: the sender retries, and the next attempt starts a new child
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self._terminate()
-                # Transient: the sender retries, and the next attempt starts a new child.
                 raise ConnectionError(f"the MLflow metric writer process died ({exc!r})") from exc
         if reply is not None:
             raise _rebuild(reply)
+
+    @staticmethod
+    def _receive(proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> Any:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        if not ready:
+            raise TimeoutError(
+                f"the MLflow metric writer process did not {what} within {timeout_s:g} s "
+                "(a locked store or a server that does not answer); it was stopped and the "
+                "batch will be retried"
+            )
+        return pickle.load(proc.stdout)
 
     def close(self) -> None:
         """Stop the child after the batches already sent."""
@@ -70,6 +115,7 @@ class MetricProcess:
 
     def _ensure_started(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
+            self._ready = False
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -112,6 +158,8 @@ def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[byte
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
+    pickle.dump(_READY, replies)
+    replies.flush()
     while True:
         try:
             points = pickle.load(requests)

@@ -58,11 +58,14 @@ class MlflowSink(Sink):
         retry_backoff_s: float = 0.5,
         send_interval_s: float = 1.0,
         metrics_in_subprocess: bool = True,
+        writer_timeout_s: float = 120.0,
     ) -> None:
         """Attach to the existing run `run_id` (e.g. to resume it).
 
         With `metrics_in_subprocess` (the default), metric batches are written by a child
-        process, so MLflow's per-point Python work never competes with training for the GIL.
+        process, so MLflow's per-point Python work never competes with training for the GIL;
+        a child that takes longer than `writer_timeout_s` for one batch (a locked store, a
+        server that never answers) is killed and the batch retried.
         """
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
@@ -81,7 +84,9 @@ class MlflowSink(Sink):
         self._retry_backoff_s = retry_backoff_s
         self._closed = False
         self._metric_process = (
-            MetricProcess(str(client.tracking_uri), run_id) if metrics_in_subprocess else None
+            MetricProcess(str(client.tracking_uri), run_id, reply_timeout_s=writer_timeout_s)
+            if metrics_in_subprocess
+            else None
         )
         if self._metric_process is not None:
             self._metric_process.start()  # its MLflow import overlaps the model's set-up

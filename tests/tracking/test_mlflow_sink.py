@@ -68,8 +68,34 @@ def test_start_sets_run_name_and_tags(start_mlflow_sink: Any, experiment_name: s
     sink.close()
 
 
-@pytest.mark.parametrize("attempt", range(3))  # the race is timing-dependent: try it a few times
-def test_concurrent_starts_share_one_experiment(start_mlflow_sink: Any, attempt: int) -> None:
+class _CreatedInBetween(MlflowClient):
+    """A real client whose first lookup finds nothing, after which another process (a second
+    real client) creates the experiment: the exact interleaving of two workers starting."""
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        found = super().get_experiment_by_name(name)
+        if not getattr(self, "_raced", False):
+            self._raced = True
+            assert found is None
+            MlflowClient(self.tracking_uri).create_experiment(name)
+        return found
+
+
+def test_an_experiment_created_between_lookup_and_create_is_used(
+    mlflow_store: str, experiment_name: str
+) -> None:
+    from tracking.mlflow_sink import _get_or_create_experiment
+
+    client = _CreatedInBetween(mlflow_store)
+    experiment_id = _get_or_create_experiment(client, experiment_name, artifact_location=None)
+    assert client._raced
+    assert (
+        experiment_id
+        == MlflowClient(mlflow_store).get_experiment_by_name(experiment_name).experiment_id
+    )
+
+
+def test_concurrent_starts_share_one_experiment(start_mlflow_sink: Any) -> None:
     sinks: list[MlflowSink] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
