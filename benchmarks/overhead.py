@@ -1,10 +1,15 @@
-"""Tracking overhead: steps/sec of plain `fit`, tracked `fit` and the tracked custom engine.
+"""The loop's and tracking's overhead: steps/sec against plain `model.fit` on the same batches.
 
-Same model, same data, same seed. "Tracked" means everything `harness run` attaches while
-training: MetricsLogger at `log_every_n_steps=1` (step metrics + applied LR every step, epoch
-metrics, throughput, flush at every epoch end) fanned out to an MLflow sqlite store and
-TensorBoard event files. Variants are interleaved in each repeat (rotating the order) so drift
-in machine load hits all of them; medians are reported with ratios to plain fit.
+Same model, same data, same seed. Variants, interleaved in each repeat (rotating the order) so
+drift in machine load hits all of them; medians are reported with ratios to plain fit:
+
+- `plain_fit`: `keras.Model.fit` on the very batches the harness trains on (the harness's
+  array source as one `tf.data` pipeline), no callbacks.
+- `fit_untracked` / `custom_untracked`: the harness's loop with each engine, no callbacks:
+  what the loop itself costs.
+- `fit_tracked` / `custom_tracked`: the loop with what `harness run` attaches — MetricsLogger
+  (step metrics + applied LR every `--log-every` updates, epoch metrics, throughput, flush at
+  every epoch end) fanned out to an MLflow sqlite store and TensorBoard event files.
 
     python benchmarks/overhead.py --repeats 7 --epochs 3
 """
@@ -26,10 +31,12 @@ import numpy as np  # noqa: E402
 
 from experiments.datasets import load_digits, load_digits_images  # noqa: E402
 from experiments.models import build_cnn, build_mlp  # noqa: E402
+from harness import train  # noqa: E402
 from harness.callbacks import MetricsLogger  # noqa: E402
-from harness.custom_engine import CustomEngine  # noqa: E402
-from harness.data import prepare_data  # noqa: E402
+from harness.data import TrainingData, prepare_data  # noqa: E402
 from tracking import FanOutSink, MlflowSink, TensorBoardSink  # noqa: E402
+
+VARIANTS = ["plain_fit", "fit_untracked", "custom_untracked", "fit_tracked", "custom_tracked"]
 
 
 def _model(kind: str = "mlp") -> keras.Model:
@@ -42,10 +49,10 @@ def _model(kind: str = "mlp") -> keras.Model:
     return model
 
 
-def _data(copies: int, batch_size: int, kind: str = "mlp"):
+def _data(copies: int, batch_size: int, kind: str = "mlp") -> TrainingData:
     x, y = load_digits() if kind == "mlp" else load_digits_images()
     x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
-    return prepare_data((x, y), batch_size=batch_size, seed=0).train
+    return prepare_data((x, y), batch_size=batch_size, seed=0)
 
 
 def _tracked_sink(root: Path, name: str) -> FanOutSink:
@@ -54,20 +61,30 @@ def _tracked_sink(root: Path, name: str) -> FanOutSink:
 
 
 def _variant(
-    name: str, root: Path, data, epochs: int, kind: str, log_every: int
+    name: str, root: Path, data: TrainingData, epochs: int, kind: str, log_every: int
 ) -> Callable[[], float]:
     """Return a function that trains `epochs` epochs after a warm-up and gives steps/sec."""
 
+    def fit(model: keras.Model, count: int, callbacks: list[keras.callbacks.Callback]) -> None:
+        if name == "plain_fit":
+            model.fit(
+                data.train.as_dataset(count),
+                steps_per_epoch=data.train.num_batches,
+                epochs=count,
+                shuffle=False,  # the pipeline is shuffled
+                verbose=0,
+            )
+        else:
+            train(model, data, engine=name.split("_")[0], epochs=count, callbacks=callbacks)
+
     def run() -> float:
         callbacks, sink = [], None
-        if name != "plain_fit":
+        if name.endswith("_tracked"):
             # Created before the model, as `harness run` does, so start-up overlaps set-up.
             sink = _tracked_sink(root, name)
             callbacks = [MetricsLogger(sink, log_every_n_steps=log_every)]
         model = _model(kind)
-        engine = CustomEngine(model) if name == "custom_tracked" else None
-        fit = engine.fit if engine else (lambda x, **kw: model.fit(x, verbose=0, **kw))
-        fit(data, epochs=1)  # warm-up: trace the train function outside the timing
+        fit(model, 1, [])  # warm-up: trace the train function outside the timing
         if sink is not None:
             # Steady state: the writer process's one-time start-up (importing MLflow, ~2 s of
             # CPU) is over before timing, as it is when `harness run` starts training.
@@ -75,7 +92,7 @@ def _variant(
             sink.flush()
         steps_before = int(model.optimizer.iterations)
         start = time.perf_counter()
-        fit(data, epochs=epochs, callbacks=callbacks)
+        fit(model, epochs, callbacks)
         if sink is not None:
             sink.flush()  # delivery is part of the cost: wait for every metric to land
         elapsed = time.perf_counter() - start
@@ -92,23 +109,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--copies", type=int, default=4, help="digits copies (1,797 each)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--log-every", type=int, default=1, help="log_every_n_steps")
+    parser.add_argument("--log-every", type=int, default=10, help="log_every_n_steps")
     parser.add_argument(
         "--model",
         choices=["mlp", "cnn"],
         default="mlp",
         help="mlp: digits_mlp.yaml's model; cnn: digits_cnn.yaml's model",
     )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     args = parser.parse_args()
-    names = ["plain_fit", "fit_tracked", "custom_tracked"]
+    names = args.variants
     data = _data(args.copies, args.batch_size, args.model)
     results: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _tracked_sink(root, "create-store").close()  # store migrations outside the timing
         for repeat in range(args.repeats):
-            order = names[repeat % 3 :] + names[: repeat % 3]
-            for name in order:
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
                 results[name].append(
                     _variant(name, root, data, args.epochs, args.model, args.log_every)()
                 )
@@ -116,15 +134,15 @@ def main() -> None:
                 f"repeat {repeat + 1}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names),
                 flush=True,
             )
-    base = statistics.median(results["plain_fit"])
+    base = statistics.median(results[names[0]])
     print(
         f"\n{args.model}, log_every_n_steps={args.log_every}: steps/sec, median of "
         f"{args.repeats} interleaved repeats "
-        f"({args.epochs} epochs x {len(data)} steps, batch {args.batch_size}):"
+        f"({args.epochs} epochs x {data.train.num_batches} steps, batch {args.batch_size}):"
     )
     for name in names:
         median = statistics.median(results[name])
-        print(f"  {name:15s} {median:8.0f} steps/s   ratio to plain fit {median / base:.3f}")
+        print(f"  {name:17s} {median:8.0f} steps/s   ratio to {names[0]} {median / base:.3f}")
 
 
 if __name__ == "__main__":
