@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands, so `harness --help` answers at
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Annotated
 
@@ -56,10 +57,14 @@ def run(
     _import_tensorflow_quietly()
     from experiments.run import run_experiment
 
-    result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config)
+    command = shlex.join(["harness", "run", config, *(overrides or [])])
+    result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config, command=command)
     final = {k: round(v[-1], 4) for k, v in result.history.items() if v}
     typer.echo(f"run {result.run_id} finished: {final}")
-    typer.echo(f"  MLflow:      harness ui --tracking-uri {result.tracking_uri}")
+    serving = "" if result.tracking_uri.startswith("http") else " (after harness ui)"
+    typer.echo(f"  this run:    {result.run_url}{serving}")
+    typer.echo(f"  all runs:    {result.runs_view_url}")
+    typer.echo(f"  MLflow UI:   harness ui --tracking-uri {result.tracking_uri}")
     typer.echo(f"  TensorBoard: tensorboard --logdir {result.tensorboard_dir.parent}")
     typer.echo(f"  runs table:  harness runs --tracking-uri {result.tracking_uri}")
 
@@ -69,14 +74,20 @@ def ui(
     tracking_uri: TrackingUri = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 5000,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server worker processes (default: 1 per 4 cores, 1 to 4).", min=1),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the runs view in a web browser.")
+    ] = False,
 ) -> None:
-    """Open the MLflow UI on the same store `harness run` writes to."""
+    """Serve the MLflow UI on the same store `harness run` writes to; print the runs view."""
     from experiments.tracking_setup import resolve_tracking_uri
+    from experiments.ui_server import serve_ui
 
     uri = resolve_tracking_uri(tracking_uri, None)
-    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    os.execv(sys.executable, [*command, "--host", host, "--port", str(port)])
+    serve_ui(uri, host=host, port=port, workers=workers, open_browser=open_browser)
 
 
 @app.command()

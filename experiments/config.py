@@ -67,6 +67,9 @@ class TrackingSection(_Section):
     experiment: str = Field("default", min_length=1)
     run_name: str | None = None
     tensorboard_dir: str = "runs"
+    system_metrics_every_s: float = Field(
+        10.0, ge=0.0, description="CPU, memory, disk, network, GPU sampling; 0 turns it off"
+    )
 
 
 class ExperimentConfig(_Section):
@@ -83,7 +86,11 @@ class ExperimentConfig(_Section):
 
 
 def flatten(config: ExperimentConfig) -> dict[str, str]:
-    """Dotted `section.key` params for MLflow, e.g. `{"optimizer.learning_rate": "0.001"}`."""
+    """Dotted `section.key` params for MLflow, e.g. `{"optimizer.learning_rate": "0.001"}`.
+
+    Null values and empty mappings are left out (MLflow would show "None", "{}"); the loss is
+    `loss.name`, so it cannot be mistaken for the `loss` metric beside it.
+    """
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -93,8 +100,11 @@ def flatten(config: ExperimentConfig) -> dict[str, str]:
         elif isinstance(value, list) and value and any(isinstance(v, dict) for v in value):
             for index, item in enumerate(value):
                 walk(f"{prefix}.{index}", item)
-        else:
+        elif value is not None and value != {}:
             flat[prefix] = str(value)
 
-    walk("", config.model_dump(mode="json"))
+    dumped = config.model_dump(mode="json")
+    if isinstance(dumped.get("loss"), str):
+        dumped["loss"] = {"name": dumped["loss"]}
+    walk("", dumped)
     return flat

@@ -15,11 +15,14 @@ from typing import Any
 
 import yaml
 
+from experiments import run_record
+from experiments.compare_view import publish_compare_view
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import UsageError
 from experiments.prepare import Prepared, prepare
 from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
+from experiments.ui_links import run_url, runs_view_url, ui_address
 from harness.stopping import StopSignal, stop_on_signals
 
 
@@ -30,6 +33,8 @@ class RunResult:
     tracking_uri: str
     tensorboard_dir: Path
     history: dict[str, list[float]]
+    run_url: str  # the run's page in the MLflow UI
+    runs_view_url: str  # the experiment's runs table, "Model training" mode
 
 
 def run_experiment(
@@ -37,6 +42,7 @@ def run_experiment(
     *,
     tracking_uri: str | None = None,
     config_path: str | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Train one experiment and track it in MLflow and TensorBoard.
 
@@ -48,6 +54,7 @@ def run_experiment(
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
 
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
+    tags["mlflow.note.content"] = run_record.description(config, command=command)
     try:
         # MLflow draws random run names from Python's `random`: with the seeded state every
         # run of a config would get the same name, and creating the run would shift the seeded
@@ -79,9 +86,12 @@ def run_experiment(
         # Ctrl-C and SIGTERM set a flag the loop checks between compiled calls; the loop then
         # stops at a step boundary and raises TrainingInterrupted (a KeyboardInterrupt).
         with stop_on_signals(StopSignal()) as stop:
+            if config.tracking.system_metrics_every_s > 0:
+                mlflow_sink.monitor_system(config.tracking.system_metrics_every_s)
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
             sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
             history = _train_and_log(prepared, sink, stop)
+            publish_compare_view(uri, mlflow_sink.experiment_id, history)
     except KeyboardInterrupt as interrupted:
         reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
@@ -93,7 +103,16 @@ def run_experiment(
         raise
     with signals_deferred():
         sink.close("FINISHED")
-    return RunResult(mlflow_sink.run_id, mlflow_sink.experiment_id, uri, tb_dir, history)
+    address, experiment_id = ui_address(uri), mlflow_sink.experiment_id
+    return RunResult(
+        mlflow_sink.run_id,
+        experiment_id,
+        uri,
+        tb_dir,
+        history,
+        run_url=run_url(address, experiment_id, mlflow_sink.run_id),
+        runs_view_url=runs_view_url(address, experiment_id),
+    )
 
 
 def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[float]]:
@@ -103,6 +122,8 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
 
     config = prepared.config
     sink.log_params(flatten(config))
+    for dataset in run_record.dataset_records(config, prepared.data):
+        sink.log_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "config.yaml"
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -123,7 +144,9 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
     )
     values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)
-    sink.log_model(prepared.model, input_example=_input_example(prepared))
+    # The final epoch's metrics (logged at this step) are linked to the logged model.
+    step = int(prepared.model.optimizer.iterations)
+    sink.log_model(prepared.model, name="model", input_example=_input_example(prepared), step=step)
     return values
 
 
@@ -143,7 +166,7 @@ def _log_history(sink: Any, history: dict[str, list[float]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "history.csv"
         frame = pd.DataFrame(history)
-        frame.insert(0, "epoch", range(len(frame)))
+        frame.insert(0, "epoch", range(1, len(frame) + 1))  # counted from 1, as in MLflow
         frame.to_csv(path, index=False)
         sink.log_artifact(path)
 

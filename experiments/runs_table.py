@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-MAIN_PARAMS = (
-    "trainer.engine",
-    "model.name",
-    "data.name",
-    "optimizer.name",
-    "optimizer.learning_rate",
-    "data.batch_size",
-    "trainer.epochs",
-)
+from experiments.compare_view import COMPARED_PARAMS, compared_metrics
+
+# The CSV keeps these; the printed table, like the UI's view, shows the compared columns.
+MAIN_PARAMS = COMPARED_PARAMS
 
 
 def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
@@ -43,16 +38,9 @@ def _row(run: Any) -> dict[str, Any]:
     }
     row.update({p: run.data.params[p] for p in MAIN_PARAMS if p in run.data.params})
     row.update(
-        {
-            f"metrics.{key}": value
-            for key, value in run.data.metrics.items()
-            if "/" not in key and key != "epoch"
-        }
+        {f"metrics.{key}": value for key, value in run.data.metrics.items() if "/" not in key}
     )
     return row
-
-
-_HIDDEN_IN_TABLE = ("learning_rate", "epoch_time_s", "steps_per_sec", "data.name", "trainer.epochs")
 
 
 def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) -> list[Any]:
@@ -74,6 +62,9 @@ def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) 
     return list(client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"]))
 
 
+_SHOWN = ("run_id", "run_name", "status")
+
+
 def print_table(frame: Any) -> None:
     """Print the runs as a rich table (the CSV keeps every column)."""
     import sys
@@ -81,7 +72,8 @@ def print_table(frame: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    shown = frame[[c for c in frame.columns if c not in _HIDDEN_IN_TABLE]]
+    metrics = set(compared_metrics(frame.columns))
+    shown = frame[[c for c in frame.columns if c in _SHOWN or c in COMPARED_PARAMS or c in metrics]]
     table = Table(show_lines=False)
     for column in shown.columns:
         table.add_column(str(column), overflow="fold")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import platform
 import socket
@@ -36,17 +37,22 @@ def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
 
 
 def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
-    """Tags every run carries: engine, versions, devices, host, source, git commit."""
+    """Tags every run carries, namespaced `harness.*` beside MLflow's own `mlflow.*`.
+
+    Engine, versions, devices, host, the user, the source config and its git commit.
+    """
     import keras
     import tensorflow as tf
 
     tags = {
         "harness.engine": engine,
-        "tensorflow.version": tf.__version__,
-        "keras.version": keras.__version__,
-        "python.version": platform.python_version(),
-        "devices": ",".join(d.name for d in tf.config.list_logical_devices()),
-        "host": socket.gethostname(),
+        "harness.tensorflow_version": tf.__version__,
+        "harness.keras_version": keras.__version__,
+        "harness.python_version": platform.python_version(),
+        "harness.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
+        "harness.host": socket.gethostname(),
+        "mlflow.user": _user(),
+        "mlflow.source.type": "LOCAL",
     }
     if config_path:
         tags["mlflow.source.name"] = str(config_path)
@@ -55,6 +61,13 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+        return os.environ.get("USER") or "unknown"
 
 
 def _git_commit(directory: Path) -> str | None:

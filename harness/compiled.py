@@ -7,7 +7,8 @@ that finds the data exhausted raises `OutOfRangeError`; one that finds fewer bat
 
 A compiled train call also returns what the loop needs to know about the optimizer, read
 inside the call so the training thread never waits for it: the global step
-(`optimizer.iterations`, which counts updates) and the learning rate its last update applied.
+(`optimizer.iterations`, which counts updates), the learning rate its last update applied,
+and the values of its last batch alone (`logs` hold Keras's running means of the epoch).
 """
 
 from __future__ import annotations
@@ -69,12 +70,31 @@ def build_train_function(model: keras.Model, step: Step) -> TrainFunction:
             # Read before the update: the rate `apply_gradients` is about to apply
             # (schedules and loss-scale wrappers included), not one recomputed later.
             learning_rate = tf.identity(optimizer.learning_rate)
+            before = [tf.identity(v) for v in model.metrics_variables]
             outputs = strategy.run(step, args=(_optionals_to_none(data),))
             logs = keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
             iterations = tf.identity(optimizer.iterations)
-        return logs, {"iterations": iterations, "learning_rate": learning_rate}
+            batch = _batch_values(model, before, logs)
+        return logs, {"iterations": iterations, "learning_rate": learning_rate, "batch": batch}
 
     return _several_per_call(model, one_step)
+
+
+def _batch_values(model: keras.Model, before: list[Any], logs: Logs) -> Logs:
+    """The logs of this batch alone, where `logs` holds Keras's running means of the epoch.
+
+    A compiled metric's batch value is its result on the change of its state over the step:
+    Keras's metrics accumulate sums (total and count, confusion counts), so the change is
+    exactly the state of the metric had it seen only this batch. Keys the step returns that
+    are not compiled metrics (a custom `train_step`'s own values) are already per batch.
+    """
+    variables = model.metrics_variables
+    if not variables or not isinstance(logs, dict):
+        return logs
+    deltas = [tf.identity(v) - start for v, start in zip(variables, before, strict=True)]
+    with keras.StatelessScope(state_mapping=list(zip(variables, deltas, strict=True))):
+        results = model.get_metrics_result()
+    return {key: results.get(key, value) for key, value in logs.items()}
 
 
 def build_test_function(model: keras.Model, step: Step) -> TestFunction:

@@ -27,19 +27,38 @@ class StepEnd:
         step: optimizer updates so far, the global step of logs, MLflow and TensorBoard.
         learning_rate: the rate the execution's last update applied.
         logs: the batch logs as numbers (Keras's running means of the epoch so far).
+        batch_logs: the same keys, the values of the execution's last batch alone.
 
-    `learning_rate` and `logs` are read from the step's tensors when first used, so a
-    callback that logs every 10th step pays for reading them every 10th step.
+    `learning_rate`, `logs` and `batch_logs` are read from the step's tensors when first
+    used, so a callback that logs every 10th step pays for reading them every 10th step.
     """
 
-    __slots__ = ("batch", "step", "_raw_learning_rate", "_raw_logs", "_learning_rate", "_logs")
+    __slots__ = (
+        "batch",
+        "step",
+        "_raw_learning_rate",
+        "_raw_logs",
+        "_raw_batch_logs",
+        "_learning_rate",
+        "_logs",
+        "_batch_logs",
+    )
 
-    def __init__(self, batch: int, step: int, learning_rate: Any, logs: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        batch: int,
+        step: int,
+        learning_rate: Any,
+        logs: Mapping[str, Any],
+        batch_logs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.batch = batch
         self.step = step
         self._raw_learning_rate, self._raw_logs = learning_rate, logs
+        self._raw_batch_logs = logs if batch_logs is None else batch_logs
         self._learning_rate: float | None = None
         self._logs: dict[str, float] | None = None
+        self._batch_logs: dict[str, float] | None = None
 
     @property
     def learning_rate(self) -> float:
@@ -52,6 +71,12 @@ class StepEnd:
         if self._logs is None:
             self._logs = scalar_logs(self._raw_logs)
         return self._logs
+
+    @property
+    def batch_logs(self) -> dict[str, float]:
+        if self._batch_logs is None:
+            self._batch_logs = scalar_logs(self._raw_batch_logs)
+        return self._batch_logs
 
     def __repr__(self) -> str:
         return f"StepEnd(batch={self.batch}, step={self.step})"
@@ -100,6 +125,12 @@ class StepEventDispatcher:
                 self._executor = None
 
     def _deliver(self, batch: int, logs: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
-        event = StepEnd(batch, int(extras["iterations"]), extras["learning_rate"], logs)
+        event = StepEnd(
+            batch,
+            int(extras["iterations"]),
+            extras["learning_rate"],
+            logs,
+            extras.get("batch"),
+        )
         for callback in self._listeners:
             callback.on_train_step_end(event)

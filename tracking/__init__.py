@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tracking.dataset import DatasetRecord
 from tracking.fanout import FanOutSink
 from tracking.memory import InMemorySink
 from tracking.sink import RunStatus, Sink
@@ -25,7 +26,15 @@ if TYPE_CHECKING:
     from tracking.mlflow_sink import MlflowSink
     from tracking.tensorboard_sink import TensorBoardSink
 
-__all__ = ["Sink", "RunStatus", "FanOutSink", "InMemorySink", "MlflowSink", "TensorBoardSink"]
+__all__ = [
+    "DatasetRecord",
+    "FanOutSink",
+    "InMemorySink",
+    "MlflowSink",
+    "RunStatus",
+    "Sink",
+    "TensorBoardSink",
+]
 
 _LAZY_MODULES = {
     "MlflowSink": "tracking.mlflow_sink",

@@ -1,8 +1,15 @@
-"""Save a Keras model in MLflow's Keras format, with its signature, to a local directory."""
+"""Log a Keras model as an MLflow 3 logged model of a run, through an explicit client.
+
+`mlflow.keras.log_model` resolves the fluent global tracking URI and active run; this does
+the same steps with a given `MlflowClient` and run id, so trials logging side by side in one
+process never touch each other's runs.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +17,66 @@ from typing import Any
 _BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def save_keras_model(model: Any, path: Path, *, input_example: Any | None = None) -> Path:
+def log_keras_model(
+    client: Any,
+    *,
+    run_id: str,
+    experiment_id: str,
+    model: Any,
+    name: str,
+    input_example: Any | None = None,
+    step: int = 0,
+    params: Mapping[str, str] | None = None,
+    metrics: Sequence[tuple[str, float, int, int]] = (),
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Create a logged model `name` linked to `run_id` (as its output at `step`); its id.
+
+    The model page shows the signature and input example (from `input_example`), `params`,
+    and `metrics` (`(key, value, step, timestamp)` points already logged to the run, so
+    linking them adds no copies to the run's history); `mlflow.keras.load_model(f"models:/{id}")`
+    and `runs:/<run_id>/<name>` load it.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model
+
+    logged = client.create_logged_model(
+        experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params={key: str(value) for key, value in (params or {}).items()},
+        tags=dict(tags or {}),
+        model_type="keras",
+    )
+    try:
+        description = Model(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=run_id,
+            model_id=logged.model_id,
+        )
+        with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
+            path = save_keras_model(
+                model, Path(tmp) / "model", input_example=input_example, mlflow_model=description
+            )
+            client.log_model_artifacts(logged.model_id, str(path))
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        if metrics:
+            linked = [
+                Metric(key, value, timestamp, at, model_id=logged.model_id, run_id=run_id)
+                for key, value, at, timestamp in metrics
+            ]
+            client.log_batch(run_id, metrics=linked, synchronous=True)
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return str(logged.model_id)
+
+
+def save_keras_model(
+    model: Any, path: Path, *, input_example: Any | None = None, mlflow_model: Any | None = None
+) -> Path:
     """Save `model` to the new directory `path` with `mlflow.keras.save_model`; return `path`.
 
     With `input_example`, the signature is inferred from it and the model's prediction on it.
@@ -26,6 +92,7 @@ def save_keras_model(model: Any, path: Path, *, input_example: Any | None = None
     mlflow.keras.save_model(
         model,
         str(path),
+        mlflow_model=mlflow_model,
         signature=signature,
         input_example=input_example,
         pip_requirements=_pip_requirements(),

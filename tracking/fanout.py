@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tracking.dataset import DatasetRecord
 from tracking.sink import RunStatus, Sink
 
 
@@ -46,8 +47,28 @@ class FanOutSink(Sink):
     ) -> None:
         self._each(lambda sink: sink.log_artifact(local_path, artifact_path=artifact_path))
 
-    def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
-        self._each(lambda sink: sink.log_model(model, input_example=input_example))
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any | None = None,
+        step: int = 0,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str | None:
+        """Every sink stores the model; the first model id a sink returns."""
+        ids: list[str | None] = []
+        self._each(
+            lambda sink: ids.append(
+                sink.log_model(
+                    model, name=name, input_example=input_example, step=step, metrics=metrics
+                )
+            )
+        )
+        return next((model_id for model_id in ids if model_id), None)
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        self._each(lambda sink: sink.log_dataset(dataset))
 
     def flush(self, *, wait: bool = True) -> None:
         self._each(lambda sink: sink.flush(wait=wait))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tracking.dataset import DatasetRecord
 from tracking.sink import RunStatus, Sink, check_status
 
 
@@ -24,6 +25,8 @@ class InMemorySink(Sink):
         self.tags: dict[str, str] = {}
         self.artifacts: list[tuple[str, str | None]] = []
         self.models: list[Any] = []
+        self.model_logs: list[dict[str, Any]] = []
+        self.datasets: list[DatasetRecord] = []
         self.flush_count = 0
         self.flush_waits: list[bool] = []
         self.close_count = 0
@@ -57,9 +60,25 @@ class InMemorySink(Sink):
         self._check_open()
         self.artifacts.append((os.fspath(local_path), artifact_path))
 
-    def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any | None = None,
+        step: int = 0,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str | None:
         self._check_open()
         self.models.append(model)
+        self.model_logs.append(
+            {"name": name, "step": step, "metrics": dict(metrics or {}), "model": model}
+        )
+        return None
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        self._check_open()
+        self.datasets.append(dataset)
 
     def flush(self, *, wait: bool = True) -> None:
         self.flush_count += 1

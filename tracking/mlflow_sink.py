@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -11,10 +12,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tracking._keras_model import save_keras_model
+from tracking._keras_model import log_keras_model
 from tracking._metric_process import MetricProcess
 from tracking._metric_sender import MetricPoint, MetricSender
 from tracking._retry import call_with_retries
+from tracking.dataset import DatasetRecord
 from tracking.sink import RunStatus, Sink, check_status
 from tracking.spill import write_spill_file
 
@@ -83,6 +85,9 @@ class MlflowSink(Sink):
         self._max_retries = max_retries
         self._retry_backoff_s = retry_backoff_s
         self._closed = False
+        self._params: dict[str, str] = {}
+        self._latest: dict[str, MetricPoint] = {}  # each metric's last point, to link models
+        self._system_monitor: Any = None
         self._metric_process = (
             MetricProcess(str(client.tracking_uri), run_id, reply_timeout_s=writer_timeout_s)
             if metrics_in_subprocess
@@ -159,6 +164,7 @@ class MlflowSink(Sink):
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._check_open()
+        self._params.update({str(key): str(value) for key, value in params.items()})
         self._log_batch_in_chunks(
             _entities(Param, params, what="param", limit=_MAX_PARAM_VALUE_LENGTH), "params"
         )
@@ -168,7 +174,9 @@ class MlflowSink(Sink):
         if self._closed:
             self._check_open()
         timestamp = int(time.time() * 1000)
-        self._sender.put([(key, float(value), step, timestamp) for key, value in metrics.items()])
+        points = [(key, float(value), step, timestamp) for key, value in metrics.items()]
+        self._latest.update((point[0], point) for point in points)
+        self._sender.put(points)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._check_open()
@@ -190,16 +198,79 @@ class MlflowSink(Sink):
                 f"`local_path` must be an existing file or directory. Received: {str(path)!r}"
             )
 
-    def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
-        """Save a `keras.Model` as the run's `model` artifact in MLflow's Keras format.
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any | None = None,
+        step: int = 0,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Log a `keras.Model` as an MLflow logged model `name`, the run's output at `step`.
 
-        With `input_example`, the model's signature is inferred from it and recorded, so
-        `mlflow.keras.load_model(f"runs:/{run_id}/model")` and serving know the shapes.
+        With `input_example`, the model's signature is inferred from it and recorded. The
+        run's params, and the run's metrics last logged at `step` (or `metrics`, when given),
+        are linked to the model. Load it with `mlflow.keras.load_model(f"models:/{model_id}")`
+        or `runs:/<run_id>/<name>`. Returns the model id.
         """
         self._check_open()
-        with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
-            path = save_keras_model(model, Path(tmp) / "model", input_example=input_example)
-            self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), "model"))
+        self.flush()  # the points to link are in the store first, so linking adds no copies
+        if metrics is None:
+            linked = [point for point in self._latest.values() if point[2] == step]
+        else:
+            now = int(time.time() * 1000)
+            latest = self._latest
+            linked = [
+                latest[key]
+                if latest.get(key, (None, None, None))[1:3] == (value, step)
+                else (key, float(value), step, now)
+                for key, value in metrics.items()
+            ]
+        return self._retry(
+            lambda: log_keras_model(
+                self._client,
+                run_id=self._run_id,
+                experiment_id=self.experiment_id,
+                model=model,
+                name=name,
+                input_example=input_example,
+                step=step,
+                params=self._params,
+                metrics=linked,
+            )
+        )
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        """Record `dataset` as a run input (the UI's "Datasets" column)."""
+        from tracking._mlflow_inputs import dataset_input
+
+        self._check_open()
+        entity = dataset_input(dataset)
+        self._retry(lambda: self._client.log_inputs(self._run_id, datasets=[entity]))
+
+    def monitor_system(self, every_s: float) -> None:
+        """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
+
+        MLflow's own system-metrics monitor, attached to this run id and tracking URI; the
+        values appear under "System metrics" (`system/...`). GPU values need `nvidia-ml-py`.
+        """
+        if every_s <= 0:
+            raise ValueError(f"`every_s` must be > 0. Received: every_s={every_s}")
+        self._check_open()
+        if self._system_monitor is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            raise ImportError("system metrics need psutil: pip install psutil") from exc
+        # Its start/stop INFO lines would land in the user's terminal on every run.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        monitor = SystemMetricsMonitor(
+            self._run_id, sampling_interval=every_s, tracking_uri=self.tracking_uri
+        )
+        monitor.start()
+        self._system_monitor = monitor
 
     def flush(self, *, wait: bool = True) -> None:
         if self._closed:
@@ -217,6 +288,8 @@ class MlflowSink(Sink):
         self._closed = True
         retry = self._retry
         try:
+            if self._system_monitor is not None:
+                self._system_monitor.finish()  # its last samples go out while the run is open
             unsent, problems = self._sender.stop()
             if self._metric_process is not None:
                 self._metric_process.close()

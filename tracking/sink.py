@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from tracking.dataset import DatasetRecord
+
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("FINISHED", "FAILED", "KILLED")
 
@@ -36,8 +38,24 @@ class Sink:
     ) -> None:
         """Store a local file or directory with the run, under `artifact_path` if given."""
 
-    def log_model(self, model: Any, *, input_example: Any | None = None) -> None:
-        """Store a `keras.Model`; `input_example` lets the backend record its signature."""
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any | None = None,
+        step: int = 0,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str | None:
+        """Store a `keras.Model` as `name` (`model`, later `ema_model`, `best_model`).
+
+        `input_example` lets the backend record its signature; `metrics` are its scores at
+        `step`, linked to it where the backend can. Returns the backend's model id, if any.
+        """
+        return None
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        """Record a data set the run trained or validated on."""
 
     def flush(self, *, wait: bool = True) -> None:
         """Push out everything logged so far.

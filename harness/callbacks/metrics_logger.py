@@ -26,17 +26,20 @@ class MetricSink(Protocol):
 class MetricsLogger(keras.callbacks.Callback):
     """Log metrics to a sink on the global step (optimizer updates), in either engine.
 
-    Every `log_every_n_steps` optimizer updates, the batch logs go out as `step/<name>` along
-    with `step/learning_rate`, the rate the update applied. At each epoch end the epoch logs
+    Every `log_every_n_steps` optimizer updates, the values of that update's batch go out as
+    `step/batch_<name>` (`step/batch_loss`, `step/batch_accuracy`, ...) along with
+    `step/learning_rate`, the rate the update applied. At each epoch end the epoch logs
     (`loss`, `val_loss`, ...) go out under their own names with `learning_rate` (the rate of the
-    next update), `epoch`, `epoch_time_s` and `steps_per_sec`, and the sink is flushed (without
-    waiting; the flush at train end waits). Vector-valued metrics are logged per component
-    (`f1_score/0`, `f1_score/1`, ...).
+    next update), `epoch` (counted from 1), `epoch_time_s` and `steps_per_sec`, and the sink is
+    flushed (without waiting; the flush at train end waits). Vector-valued metrics are logged
+    per component (`f1_score/0`, `f1_score/1`, ...). The `batch_` names keep step charts apart
+    from epoch charts in MLflow, which titles a chart by the name after the `step/` group.
 
-    In the harness's loop the step and the rate come out of the compiled step itself
-    (`on_train_step_end`), so they are exact with accumulated, skipped or loss-scaled updates.
-    Inside a plain `model.fit(...)` — tracking for an existing script — the step is counted
-    from batch indices and the rate read from the optimizer.
+    In the harness's loop the step, the rate and the batch values come out of the compiled
+    step itself (`on_train_step_end`), so they are exact with accumulated, skipped or
+    loss-scaled updates. Inside a plain `model.fit(...)` — tracking for an existing script —
+    the step is counted from batch indices, the rate read from the optimizer, and the only
+    values `fit` exposes are Keras's running means of the epoch, logged as `step/running_<name>`.
 
     The callback is `async_safe`: its per-step work runs off the training thread, which never
     waits for a step's results to be read.
@@ -45,7 +48,7 @@ class MetricsLogger(keras.callbacks.Callback):
         sink: where metrics go (any `tracking.Sink`).
         log_every_n_steps: how often step-level metrics are sent.
         keys: only these log keys (all when None); a missing key warns once.
-        step_prefix: prefix for step-level metric names.
+        step_prefix: prefix (MLflow chart group) of step-level metric names.
 
     Example:
         >>> model.fit(x, y, callbacks=[MetricsLogger(MlflowSink.start(uri, experiment="e"))])
@@ -97,7 +100,7 @@ class MetricsLogger(keras.callbacks.Callback):
         previous, self._last_step = self._last_step, event.step
         self._train_end = time.perf_counter()
         if event.step // self.every > previous // self.every:
-            self._log_step(event.logs, event.step, event.learning_rate)
+            self._log_step(event.batch_logs, event.step, event.learning_rate, kind="batch_")
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._step_events:
@@ -110,7 +113,9 @@ class MetricsLogger(keras.callbacks.Callback):
             self._last_step = max(self._last_step, step)
             self._train_end = time.perf_counter()
         if step // self.every > previous // self.every:
-            self._log_step(scalar_logs(logs or {}), step, self._fit_applied_lr(step))
+            self._log_step(
+                scalar_logs(logs or {}), step, self._fit_applied_lr(step), kind="running_"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
@@ -118,7 +123,7 @@ class MetricsLogger(keras.callbacks.Callback):
         train_time = max(self._train_end - self._epoch_start, 1e-9)
         metrics = self._select(scalar_logs(logs or {}))
         metrics.update(
-            epoch=float(epoch),
+            epoch=float(epoch + 1),  # as users count epochs; Keras's callbacks get 0-based
             learning_rate=_as_float(self.model.optimizer.learning_rate),
             epoch_time_s=now - self._epoch_start,
             steps_per_sec=steps / train_time if steps > 0 else 0.0,
@@ -130,8 +135,10 @@ class MetricsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
 
-    def _log_step(self, logs: dict[str, float], step: int, learning_rate: float) -> None:
-        metrics = {f"{self.step_prefix}{k}": v for k, v in self._select(logs).items()}
+    def _log_step(
+        self, logs: dict[str, float], step: int, learning_rate: float, *, kind: str
+    ) -> None:
+        metrics = {f"{self.step_prefix}{kind}{k}": v for k, v in self._select(logs).items()}
         metrics[f"{self.step_prefix}learning_rate"] = learning_rate
         self.sink.log_metrics(metrics, step=step)
 

@@ -63,7 +63,7 @@ def test_sigterm_marks_the_run_killed_and_exits_130(tmp_path: Path) -> None:
             except Exception:
                 return None
             found = [r for r in runs if r.info.status == "RUNNING"]
-            if found and MlflowClient(uri).get_metric_history(found[0].info.run_id, "step/loss"):
+            if found and MlflowClient(uri).get_metric_history(found[0].info.run_id, "step/batch_loss"):
                 return found[0]
             return None
 
@@ -138,9 +138,15 @@ def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> N
     assert run.info.status == "FINISHED"
     logged = client.get_metric_history(result.run_id, "val_loss")
     assert [m.value for m in logged] == pytest.approx(result.history["val_loss"])
-    assert {"config.yaml", "history.csv", "model"} <= {
-        a.path for a in client.list_artifacts(result.run_id)
-    }
+    assert {"config.yaml", "history.csv"} <= {a.path for a in client.list_artifacts(result.run_id)}
+    # The logged model's files went through the server's artifact proxy too.
+    (output,) = run.outputs.model_outputs
+    files = {a.path for a in client.list_logged_model_artifacts(output.model_id)}
+    assert {"MLmodel", "data"} <= files
+    assert result.run_url == (
+        f"{mlflow_server}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+        "?workflowType=machine_learning"
+    )
 
 
 def test_runs_table_lists_runs_with_params_and_final_metrics(
@@ -183,22 +189,22 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
     harness = Path(sys.executable).with_name("harness")
     uri = f"sqlite:///{tmp_path}/ui.db"
     proc = subprocess.Popen(
-        [str(harness), "ui", "--tracking-uri", uri, "--port", str(port)],
+        [str(harness), "ui", "--tracking-uri", uri, "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-
-        def page() -> str | None:
-            try:
-                response = requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-            except requests.RequestException:
-                return None
-            return response.text if response.status_code == 200 else None
-
-        assert "MLflow" in _wait_for(page, 90, "the MLflow UI to answer")
+        assert proc.stdout is not None
+        # Printed once the server answers: the runs view of the newest experiment (Default).
+        line = proc.stdout.readline().strip()
+        assert line == (
+            f"MLflow UI for {uri}: http://127.0.0.1:{port}/#/experiments/0/runs"
+            "?workflowType=machine_learning&viewStateShareKey=harness-compare"
+        )
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "MLflow" in page.text
         experiments = requests.post(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
             json={"max_results": 10},
@@ -208,3 +214,25 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_harness_ui_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    harness = Path(sys.executable).with_name("harness")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(harness), "ui", "--tracking-uri", f"sqlite:///{tmp_path}/ui.db"]
+            + ["--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    (last,) = done.stderr.strip().splitlines()  # the server's own log is held back
+    assert last.startswith(
+        f"harness: error: the MLflow UI did not start at http://127.0.0.1:{port}"
+    )
+    assert "pick another with --port" in last and "Traceback" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def _run(tmp: Path, uri: str, engine: str, **changes: Any):
 
 @pytest.mark.parametrize("engine", ["fit", "custom"])
 def test_run_is_tracked_in_mlflow_and_tensorboard(engine: str, in_tmp: Path, mlflow_uri: str):
-    result = _run(in_tmp, mlflow_uri, engine)
+    result = _run(in_tmp, mlflow_uri, engine, **{"tracking.system_metrics_every_s": 0.2})
     client = MlflowClient(mlflow_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -41,48 +42,86 @@ def test_run_is_tracked_in_mlflow_and_tensorboard(engine: str, in_tmp: Path, mlf
         logged = client.get_metric_history(result.run_id, key)
         assert [m.step for m in logged] == [8, 16]
         np.testing.assert_allclose([m.value for m in logged], result.history[key], rtol=1e-6)
-    # Step metrics every 2 steps, with the learning rate actually applied.
-    step_loss = client.get_metric_history(result.run_id, "step/loss")
+    assert [m.value for m in client.get_metric_history(result.run_id, "epoch")] == [1.0, 2.0]
+    # Step metrics every 2 steps: that batch's values, and the learning rate actually applied.
+    step_loss = client.get_metric_history(result.run_id, "step/batch_loss")
     assert [m.step for m in step_loss] == list(range(2, 17, 2))
     lr = client.get_metric_history(result.run_id, "step/learning_rate")
     assert {round(m.value, 8) for m in lr} == {0.01}
     assert len(client.get_metric_history(result.run_id, "steps_per_sec")) == 2
     assert len(client.get_metric_history(result.run_id, "epoch_time_s")) == 2
+    # MLflow's system-metrics monitor sampled the run.
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    assert "system/system_memory_usage_megabytes" in run.data.metrics
 
     params = run.data.params
     assert params["trainer.engine"] == engine
     assert params["optimizer.learning_rate"] == "0.01"
     assert params["model.params.hidden_units"] == "[16]"
+    assert params["loss.name"] == "sparse_categorical_crossentropy" and "loss" not in params
+    assert "None" not in params.values() and "trainer.steps_per_epoch" not in params
     tags = run.data.tags
     assert tags["harness.engine"] == engine
-    assert tags["tensorflow.version"] and tags["keras.version"] == keras.__version__
-    assert "CPU" in tags["devices"] and tags["host"]
+    assert tags["harness.tensorflow_version"]
+    assert tags["harness.keras_version"] == keras.__version__
+    assert "CPU" in tags["harness.devices"] and tags["harness.host"]
+    assert tags["mlflow.user"] and not {"devices", "host", "tensorflow.version"} & set(tags)
+    assert "| engine | " + engine + " |" in tags["mlflow.note.content"]
 
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"config.yaml", "history.csv", "model"} <= artifacts
+    assert {"config.yaml", "history.csv"} <= artifacts
     csv = Path(client.download_artifacts(result.run_id, "history.csv", str(in_tmp)))
-    assert csv.read_text().splitlines()[0] == "epoch," + ",".join(result.history)
-
-    import mlflow
-
-    model_uri = f"runs:/{result.run_id}/model"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_uri)
-    try:
-        assert mlflow.models.get_model_info(model_uri).signature is not None
-        loaded = mlflow.keras.load_model(model_uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    assert loaded.predict(np.zeros((2, 64), "float32"), verbose=0).shape == (2, 10)
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "epoch," + ",".join(result.history)
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+    _assert_training_data_is_a_run_input(run)
+    _assert_final_model_is_a_logged_model(client, run, result, mlflow_uri)
 
     # TensorBoard holds the same scalars on the same global steps.
     events = EventAccumulator(str(result.tensorboard_dir))
     events.Reload()
-    for key in (*EPOCH_KEYS, "step/loss", "step/learning_rate"):
+    for key in (*EPOCH_KEYS, "step/batch_loss", "step/learning_rate"):
         tb = events.Scalars(key)
         ml = client.get_metric_history(result.run_id, key)
         assert [e.step for e in tb] == [m.step for m in ml]
         np.testing.assert_allclose([e.value for e in tb], [m.value for m in ml], rtol=1e-6)
+
+
+def _assert_training_data_is_a_run_input(run: Any) -> None:
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"digits", "digits-validation"}
+    training = inputs["digits"]
+    assert {(t.key, t.value) for t in training.tags} == {("mlflow.data.context", "training")}
+    assert json.loads(training.dataset.profile)["features_shape"] == [240, 64]
+    assert json.loads(training.dataset.schema)  # features and targets with their shapes
+    assert "experiments.datasets:load_digits" in training.dataset.source
+    assert training.dataset.digest
+
+
+def _assert_final_model_is_a_logged_model(client, run, result, mlflow_uri: str) -> None:
+    import mlflow
+
+    (output,) = run.outputs.model_outputs
+    assert output.step == 16  # the final global step
+    model = client.get_logged_model(output.model_id)
+    assert model.name == "model" and model.source_run_id == result.run_id
+    assert str(model.status) == "READY"
+    assert model.params["optimizer.learning_rate"] == "0.01"
+    linked = {m.key: m.value for m in model.metrics}
+    assert {*EPOCH_KEYS} <= set(linked)
+    assert linked["val_loss"] == pytest.approx(result.history["val_loss"][-1])
+    # Linking the final metrics added no second point to the run's own history.
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_loss")] == [8, 16]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_uri)
+    try:
+        for uri in (f"models:/{output.model_id}", f"runs:/{result.run_id}/model"):
+            info = mlflow.models.get_model_info(uri)
+            assert info.signature is not None and info.model_id == output.model_id
+            loaded = mlflow.keras.load_model(uri)
+            assert loaded.predict(np.zeros((2, 64), "float32"), verbose=0).shape == (2, 10)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 class Explode(keras.callbacks.Callback):
@@ -111,7 +150,7 @@ def test_an_exception_marks_the_run_failed_with_the_error(engine, in_tmp, mlflow
     assert run.info.status == "FAILED"
     assert "exploded on purpose" in run.data.tags["error"]
     # Metrics logged before the failure were flushed, not lost.
-    assert len(MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "step/loss")) == 4
+    assert len(MlflowClient(mlflow_uri).get_metric_history(run.info.run_id, "step/batch_loss")) == 4
 
 
 def test_ctrl_c_marks_the_run_killed(in_tmp, mlflow_uri):

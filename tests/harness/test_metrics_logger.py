@@ -44,12 +44,12 @@ def test_step_and_epoch_metrics_land_on_the_global_step(engine: str) -> None:
         callbacks=[MetricsLogger(sink, log_every_n_steps=4)],
     )
     assert int(model.optimizer.iterations) == 30
-    assert _steps(sink, "step/loss") == [4, 8, 12, 16, 20, 24, 28]
+    assert _steps(sink, "step/batch_loss") == [4, 8, 12, 16, 20, 24, 28]
     assert _steps(sink, "step/learning_rate") == [4, 8, 12, 16, 20, 24, 28]
     assert _steps(sink, "loss") == [10, 20, 30]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose([v for _, v in sink.history(key)], history.history[key])
-    assert [v for _, v in sink.history("epoch")] == [0.0, 1.0, 2.0]
+    assert [v for _, v in sink.history("epoch")] == [1.0, 2.0, 3.0]  # counted from 1
     assert all(v > 0 for _, v in sink.history("steps_per_sec"))
     assert all(v > 0 for _, v in sink.history("epoch_time_s"))
     assert sink.flush_waits == [False, False, False, True]
@@ -78,7 +78,7 @@ def test_steps_count_optimizer_updates_not_batches(engine: str) -> None:
     # Keras's own accumulation: 10 batches per epoch, an update every 2nd.
     optimizer = keras.optimizers.Adam(0.01, gradient_accumulation_steps=2)
     sink = _logged(engine, make_model(optimizer=optimizer), epochs=2, every=1)
-    assert _steps(sink, "step/loss") == list(range(1, 11))
+    assert _steps(sink, "step/batch_loss") == list(range(1, 11))
     assert _steps(sink, "loss") == [5, 10]
 
 
@@ -86,7 +86,7 @@ def test_steps_count_optimizer_updates_not_batches(engine: str) -> None:
 def test_steps_per_execution_logs_each_time_a_multiple_is_crossed(engine: str) -> None:
     sink = _logged(engine, make_model(steps_per_execution=3), epochs=2, every=4)
     # Executions end at steps 3, 6, 9, 10 | 13, 16, 19, 20: log at the first end past 4, 8, ... 20
-    assert _steps(sink, "step/loss") == [6, 9, 13, 16, 20]
+    assert _steps(sink, "step/batch_loss") == [6, 9, 13, 16, 20]
     assert _steps(sink, "loss") == [10, 20]
 
 
@@ -104,7 +104,7 @@ def test_vector_metrics_are_logged_per_component(engine: str) -> None:
     history = train(
         model, data, engine=engine, epochs=1, callbacks=[MetricsLogger(sink, log_every_n_steps=5)]
     )
-    assert _steps(sink, "step/f1/9") == [5, 10]
+    assert _steps(sink, "step/batch_f1/9") == [5, 10]
     assert _steps(sink, "val_f1/0") == [10]
     np.testing.assert_allclose(
         [sink.history(f"f1/{i}")[0][1] for i in range(10)], np.asarray(history.history["f1"][0])
@@ -117,9 +117,42 @@ def test_selected_keys_only_and_a_missing_one_warns_with_the_available_keys() ->
     with pytest.warns(UserWarning, match=r"\['val_los'\].*available keys: \['accuracy', 'loss'"):
         train(make_model(), make_data(), engine="custom", epochs=1, callbacks=[logger])
     keys = {key for key, _, _ in sink.metrics}
-    assert {key for key in keys if key.startswith("step/")} == {"step/loss", "step/learning_rate"}
-    assert _steps(sink, "step/loss") == [5, 10]
+    assert {key for key in keys if key.startswith("step/")} == {
+        "step/batch_loss",
+        "step/learning_rate",
+    }
+    assert _steps(sink, "step/batch_loss") == [5, 10]
     assert "accuracy" not in keys and _steps(sink, "loss") == [10]
+
+
+class RunningMeans(keras.callbacks.Callback):
+    """Keras's own per-batch logs: the running means of the epoch so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.means: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.means.append({k: float(v) for k, v in (logs or {}).items()})
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_step_values_are_those_of_the_batch_not_the_running_mean(engine: str) -> None:
+    sink, means = InMemorySink(), RunningMeans()
+    logger = MetricsLogger(sink, log_every_n_steps=1)
+    train(make_model(), make_data(), engine=engine, epochs=2, callbacks=[means, logger])
+    # Reference from Keras's running means: batch k's value is the change of the weighted sum
+    # (300 examples per epoch: nine batches of 32, then 12).
+    sizes = np.array([32] * 9 + [12])
+    for key in ("loss", "accuracy"):
+        running = np.array([m[key] for m in means.means]).reshape(2, 10)
+        sums = running * np.cumsum(sizes)
+        expected = np.diff(sums, axis=1, prepend=0) / sizes
+        logged = [v for _, v in sink.history(f"step/batch_{key}")]
+        np.testing.assert_allclose(logged, expected.reshape(-1), rtol=2e-4, atol=1e-6)
+        # Not the running mean: the logged values jump around it.
+        assert not np.allclose(logged, running.reshape(-1))
+    assert not any(key.startswith("step/running_") for key, _, _ in sink.metrics)
 
 
 def test_rejects_a_non_positive_interval() -> None:
@@ -147,7 +180,7 @@ def test_tracks_a_users_own_model_fit_in_mlflow_and_tensorboard(tmp_path: Path) 
     sink.close()
     client = MlflowClient(mlflow.tracking_uri)
     # 300 training examples / 40 -> 8 steps per epoch; step metrics every 3 updates.
-    assert [m.step for m in client.get_metric_history(mlflow.run_id, "step/loss")] == [
+    assert [m.step for m in client.get_metric_history(mlflow.run_id, "step/running_loss")] == [
         3,
         6,
         9,
@@ -161,7 +194,7 @@ def test_tracks_a_users_own_model_fit_in_mlflow_and_tensorboard(tmp_path: Path) 
     np.testing.assert_allclose([m.value for m in lr], [0.01] * 5, rtol=1e-6)
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("step/loss")] == [3, 6, 9, 12, 15]
+    assert [e.step for e in events.Scalars("step/running_loss")] == [3, 6, 9, 12, 15]
 
 
 def test_scalar_logs_flattens_vectors_and_converts_scalars() -> None:

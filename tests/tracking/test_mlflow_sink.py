@@ -264,3 +264,79 @@ def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_store: str) -> None
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert signature is not None
     assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 4)
+
+
+def test_logged_models_use_the_sinks_run_not_the_fluent_globals(
+    start_mlflow_sink: Any, mlflow_store: str
+) -> None:
+    import keras
+    import mlflow
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.zeros((2, 4), np.float32)
+    first, second = start_mlflow_sink(), start_mlflow_sink()
+    first.log_params({"lr": 0.1})
+    first.log_metrics({"loss": 0.5, "acc": 0.25}, step=3)
+    first.log_metrics({"loss": 0.25}, step=6)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri("sqlite:///elsewhere-must-not-be-touched.db")
+    try:
+        final = first.log_model(model, input_example=x, step=6)
+        ema = first.log_model(model, name="ema_model", step=3, metrics={"acc": 0.25})
+        other = second.log_model(model, step=0)
+        assert mlflow.active_run() is None
+        assert mlflow.get_tracking_uri() == "sqlite:///elsewhere-must-not-be-touched.db"
+    finally:
+        mlflow.set_tracking_uri(previous)
+    first.close()
+    second.close()
+    client = MlflowClient(mlflow_store)
+    outputs = client.get_run(first.run_id).outputs.model_outputs
+    assert {(o.model_id, o.step) for o in outputs} == {(final, 6), (ema, 3)}
+    assert [o.model_id for o in client.get_run(second.run_id).outputs.model_outputs] == [other]
+    final_model, ema_model = client.get_logged_model(final), client.get_logged_model(ema)
+    assert (final_model.name, ema_model.name) == ("model", "ema_model")
+    assert final_model.params == {"lr": "0.1"} and str(final_model.status) == "READY"
+    # Linked: the run's points at the model's step (or those named), with no copies added.
+    assert {(m.key, m.value, m.step) for m in final_model.metrics} == {("loss", 0.25, 6)}
+    assert {(m.key, m.value, m.step) for m in ema_model.metrics} == {("acc", 0.25, 3)}
+    assert len(client.get_metric_history(first.run_id, "loss")) == 2
+    assert len(client.get_metric_history(first.run_id, "acc")) == 1
+
+
+def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_store: str) -> None:
+    import json
+
+    import numpy as np
+
+    from tracking import DatasetRecord
+
+    sink = start_mlflow_sink()
+    x, y = np.ones((20, 3), np.float32), np.arange(20)
+    sink.log_dataset(DatasetRecord("arrays", "pkg.data:load", features=x, targets=y))
+    sink.log_dataset(DatasetRecord("stream", "pkg.data:gen", context="validation", num_examples=7))
+    sink.close()
+    inputs = MlflowClient(mlflow_store).get_run(sink.run_id).inputs.dataset_inputs
+    by_name = {d.dataset.name: d for d in inputs}
+    arrays, stream = by_name["arrays"], by_name["stream"]
+    assert json.loads(arrays.dataset.profile)["features_shape"] == [20, 3]
+    assert "pkg.data:load" in arrays.dataset.source and arrays.dataset.digest
+    assert [(t.key, t.value) for t in stream.tags] == [("mlflow.data.context", "validation")]
+    assert json.loads(stream.dataset.profile) == {"num_rows": 7}
+
+
+def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_store: str) -> None:
+    import threading
+    import time
+
+    sink = start_mlflow_sink()
+    sink.monitor_system(0.2)
+    time.sleep(1.5)
+    sink.close()
+    client = MlflowClient(mlflow_store)
+    cpu = client.get_metric_history(sink.run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and [m.step for m in cpu] == list(range(len(cpu)))
+    assert "SystemMetricsMonitor" not in {t.name for t in threading.enumerate()}
+    with pytest.raises(ValueError, match="`every_s` must be > 0. Received: every_s=0"):
+        start_mlflow_sink().monitor_system(0)
