@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 import webbrowser
+from concurrent.futures import ThreadPoolExecutor
 
 from experiments.errors import UsageError
 from experiments.ui_links import runs_view_url
@@ -37,31 +39,61 @@ def serve_ui(
         UsageError: the server did not start (port taken, unreadable store).
     """
     if tracking_uri.startswith(("http://", "https://")):
-        _announce(tracking_uri.rstrip("/"), tracking_uri, open_browser=open_browser)
+        _announce(tracking_uri.rstrip("/"), latest_experiment_id(tracking_uri), tracking_uri,
+                  open_browser=open_browser)  # fmt: skip
         return
     command = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", str(workers or default_workers()),
     ]  # fmt: skip
     # Both of the server's streams go to our stderr: stdout is for the address, for scripts.
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own session: the server's workers (uvicorn, job runners) are stopped as one group.
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too
     log = _ServerLog(server)
+    # Importing MLflow takes seconds too: do it while the server starts. (Not the lookup: on a
+    # new store the server creates the tables, and two creators race.)
+    importing = ThreadPoolExecutor(1).submit(importlib.import_module, "mlflow.tracking")
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
         _wait_until_serving(server, address, log)
         log.start_echo()
-        _announce(address, tracking_uri, open_browser=open_browser)
+        importing.result()
+        _announce(
+            address, latest_experiment_id(tracking_uri), tracking_uri, open_browser=open_browser
+        )
         print("Ctrl-C stops the server.", flush=True)
         server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        _stop(server)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(server: subprocess.Popen[str]) -> None:
+    """Stop the server and every process it started, politely, then for good."""
+    for sig, grace_s in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            server.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGINT:
+            time.sleep(0.5)  # let its workers finish exiting, then clear what is left
 
 
 class _ServerLog:
@@ -120,8 +152,9 @@ def _wait_until_serving(server: subprocess.Popen[str], address: str, log: _Serve
     )
 
 
-def _announce(address: str, tracking_uri: str, *, open_browser: bool) -> None:
-    experiment_id = latest_experiment_id(tracking_uri)
+def _announce(
+    address: str, experiment_id: str | None, tracking_uri: str, *, open_browser: bool
+) -> None:
     url = runs_view_url(address, experiment_id) if experiment_id else f"{address}/#/experiments"
     print(f"MLflow UI for {tracking_uri}: {url}", flush=True)
     if open_browser:

@@ -19,7 +19,10 @@ def dataset_input(record: DatasetRecord) -> Any:
     source = CodeDatasetSource({"mlflow.source.name": record.source})
     if record.features is not None:
         dataset = from_numpy(
-            record.features, targets=record.targets, source=source, name=record.name
+            record.features,
+            targets=record.targets,  # type: ignore[arg-type]  # None is its default
+            source=source,
+            name=record.name,
         )
         entity = dataset._to_mlflow_entity()
     else:

@@ -44,6 +44,12 @@ CASES = [
         ["data.validation_split", "less than 1", "received 1.5"],
     ),
     (
+        "negative-system-metrics-interval",
+        {"tracking.system_metrics_every_s": -1},
+        [],
+        ["tracking.system_metrics_every_s", "greater than or equal to 0", "received -1"],
+    ),
+    (
         "bad-engine",
         {"trainer.engine": "keras"},
         [],

@@ -212,8 +212,14 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
         ).json()
         assert [e["name"] for e in experiments["experiments"]] == ["Default"]
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM stops the server and its workers, not only harness
         proc.wait(timeout=30)
+
+    def port_closed() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) != 0
+
+    _wait_for(port_closed, 10, "the UI server to stop with harness ui")
 
 
 def test_harness_ui_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
