@@ -137,12 +137,15 @@ def test_a_run_page_shows_its_dataset_logged_model_and_step_charts(ui, store, pa
     assert "cpu_utilization_percentage" in _text(page, contains="cpu_utilization")
 
 
-def test_the_model_page_shows_the_signature(ui, store, page):
+def test_the_models_tab_and_the_model_page_with_its_signature(ui, store, page):
     uri, results = store
     run = MlflowClient(uri).get_run(results[0].run_id)
     (output,) = run.outputs.model_outputs
     address = ui.split("/#/")[0]
-    base = f"{address}/#/experiments/{results[0].experiment_id}/models/{output.model_id}"
+    models = f"{address}/#/experiments/{results[0].experiment_id}/models"
+    page.goto(f"{models}?workflowType=machine_learning")  # the experiment's Models tab
+    assert run.info.run_name in _text(page, contains=run.info.run_name)
+    base = f"{models}/{output.model_id}"
     page.goto(f"{base}?workflowType=machine_learning")
     text = _text(page, contains="val_loss")
     assert "Ready" in text and "optimizer.learning_rate" in text
