@@ -15,6 +15,7 @@ import typer
 from experiments.errors import UsageError
 
 # TensorFlow's C++ start-up chatter would bury our one-line messages; users can lower this.
+_USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # MLflow's HTTP client retries 7 times with back-off up to 2 minutes per request; our sinks
 # retry on top of that, so a wrong --tracking-uri would take many minutes to report. A small
@@ -49,12 +50,15 @@ def run(
         typer.Argument(help="Dotted key=value overrides, e.g. trainer.epochs=1."),
     ] = None,
     tracking_uri: TrackingUri = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show TensorFlow's own start-up log lines.")
+    ] = False,
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
     from experiments.config_loader import load_config
 
     loaded = load_config(config, overrides or [])
-    _import_tensorflow_quietly()
+    _import_tensorflow_quietly(verbose=verbose)
     from experiments.run import run_experiment
 
     command = shlex.join(["harness", "run", config, *(overrides or [])])
@@ -110,14 +114,20 @@ def runs(
         typer.echo(f"wrote {len(frame)} runs to {csv}")
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 silenced.
+def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
+    """Import TensorFlow and let it find its devices with file descriptor 2 silenced.
 
     TF 2.21 writes absl start-up lines ("oneDNN custom operations are on", "Could not find
-    cuda drivers") to fd 2 before any log level applies, burying one-line error messages.
-    Only the import itself is silenced; a failing import still raises normally.
+    cuda drivers") to fd 2 on import, and `E0000 ... cuInit` when it first looks for GPUs,
+    before any log level applies, burying one-line error messages. Only those two moments are
+    silenced; a failing import still raises normally. `verbose`, or a `TF_CPP_MIN_LOG_LEVEL`
+    the user set, keeps them.
     """
     if "tensorflow" in sys.modules:
+        return
+    if verbose or _USER_TF_LOG_LEVEL is not None:
+        import tensorflow  # noqa: F401
+
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -125,7 +135,9 @@ def _import_tensorflow_quietly() -> None:
     try:
         os.dup2(devnull, 2)
         import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the GPU platform's start-up lines, now
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -31,6 +31,82 @@ class OptimizerSection(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+ScheduleName = Literal[
+    "constant", "step", "exponential", "time_decay", "cosine", "polynomial", "piecewise"
+]
+# The settings each schedule takes besides warmup_steps / warmup_start.
+SCHEDULE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "step": ("factor", "every_epochs", "every_steps"),
+    "exponential": ("decay_rate", "decay_steps"),
+    "time_decay": ("decay",),
+    "cosine": ("alpha", "decay_steps", "restarts"),
+    "polynomial": ("power", "end_learning_rate", "decay_steps"),
+    "piecewise": ("boundaries", "values"),
+}
+
+
+class ScheduleSection(_Section):
+    """The learning-rate schedule; the base rate is `optimizer.learning_rate`."""
+
+    name: ScheduleName = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    warmup_start: float = Field(0.0, ge=0.0)
+    factor: float | None = Field(None, gt=0.0)
+    every_epochs: int | None = Field(None, ge=1)
+    every_steps: int | None = Field(None, ge=1)
+    decay_rate: float | None = Field(None, gt=0.0)
+    decay_steps: int | None = Field(None, ge=1)
+    decay: float | None = Field(None, ge=0.0)
+    alpha: float | None = Field(None, ge=0.0, le=1.0)
+    restarts: bool | None = None
+    power: float | None = Field(None, gt=0.0)
+    end_learning_rate: float | None = Field(None, ge=0.0)
+    boundaries: list[int] | None = None
+    values: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_this_schedule(self) -> ScheduleSection:
+        allowed = SCHEDULE_SETTINGS[self.name]
+        given = [
+            key
+            for key in self.model_fields_set
+            if key not in ("name", "warmup_steps", "warmup_start") and key not in allowed
+        ]
+        if given:
+            raise ValueError(
+                f"schedule {self.name} takes no {', '.join(sorted(given))}; its settings are "
+                f"{', '.join(allowed) or 'none'} (and warmup_steps, warmup_start)"
+            )
+        required = {
+            "step": [("factor",), ("every_epochs", "every_steps")],
+            "exponential": [("decay_rate",), ("decay_steps",)],
+            "time_decay": [("decay",)],
+            "piecewise": [("boundaries",), ("values",)],
+        }.get(self.name, [])
+        for options in required:
+            if all(getattr(self, key) is None for key in options):
+                raise ValueError(
+                    f"schedule {self.name} needs {' or '.join(options)}, e.g. "
+                    f"schedule.{options[0]}=..."
+                )
+        if self.every_epochs is not None and self.every_steps is not None:
+            raise ValueError("schedule step takes every_epochs or every_steps, not both")
+        return self
+
+
+class PlateauSection(_Section):
+    """Lower the rate (a multiplier on the schedule) when `monitor` stops improving."""
+
+    monitor: str = "val_loss"
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=0)
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0.0)
+    min_delta: float = Field(1e-4, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
 class TrainerSection(_Section):
     engine: Literal["fit", "custom"] = "fit"
     epochs: int = Field(1, ge=1)
@@ -57,6 +133,13 @@ class TrainerSection(_Section):
         return self
 
 
+class NamedSpec(_Section):
+    """A loss or metric with arguments: a Keras name or import path, and its `params`."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class CallbackSpec(_Section):
     class_path: str = Field(description="import path of a keras.callbacks.Callback subclass")
     init_args: dict[str, Any] = Field(default_factory=dict)
@@ -78,8 +161,10 @@ class ExperimentConfig(_Section):
     model: ModelSection
     data: DataSection
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
-    loss: str
-    metrics: list[str] = Field(default_factory=list)
+    schedule: ScheduleSection | None = None
+    plateau: PlateauSection | None = None
+    loss: str | NamedSpec
+    metrics: list[str | NamedSpec] = Field(default_factory=list)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     tracking: TrackingSection = Field(default_factory=TrackingSection)

@@ -9,6 +9,7 @@ from typing import Any
 from experiments import registry
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
+from experiments.schedule_setup import build_learning_rate, build_plateau
 
 
 @dataclass
@@ -32,7 +33,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
     model_factory = registry.resolve_factory(config.model.name, registry.MODELS, what="model.name")
     data_factory = registry.resolve_factory(config.data.name, registry.DATASETS, what="data.name")
     opt = config.optimizer
-    optimizer = registry.build_optimizer(opt.name, opt.learning_rate, opt.params)
+    registry.build_optimizer(opt.name, opt.learning_rate, opt.params)  # bad names fail early
     loss = registry.resolve_loss(config.loss)
     metrics = [registry.resolve_metric(name, i) for i, name in enumerate(config.metrics)]
     callbacks = [
@@ -53,6 +54,12 @@ def prepare(config: ExperimentConfig) -> Prepared:
     except DataError as error:
         raise UsageError(f"data ({config.data.name}): {error}") from None
     _check_steps_per_epoch(data.train, config)
+    steps_per_epoch = config.trainer.steps_per_epoch or getattr(data.train, "num_batches", None)
+    learning_rate = build_learning_rate(config, steps_per_epoch)
+    optimizer = registry.build_optimizer(opt.name, learning_rate, opt.params)
+    plateau = build_plateau(config, learning_rate)
+    if plateau is not None:
+        callbacks.insert(0, plateau)  # before the user's callbacks and the logger see the logs
     sample_input = data.peek_input()
     model = _call_factory(model_factory, config.model.params, what="model")
     _check_model_fits_data(model, sample_input, config)

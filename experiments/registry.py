@@ -81,8 +81,11 @@ def _keras_names(module: Any, *, predicate: Callable[[Any], bool]) -> list[str]:
     )
 
 
-def build_optimizer(name: str, learning_rate: float, params: Mapping[str, Any]) -> Any:
-    """A Keras optimizer by name (`adam`) or import path, with its own params."""
+def build_optimizer(name: str, learning_rate: Any, params: Mapping[str, Any]) -> Any:
+    """A Keras optimizer by name (`adam`) or import path, with its own params.
+
+    `learning_rate` is a number or a `LearningRateSchedule`.
+    """
     import keras
 
     config = {"learning_rate": learning_rate, **params}
@@ -111,24 +114,80 @@ def build_optimizer(name: str, learning_rate: float, params: Mapping[str, Any]) 
         ) from None
 
 
-def resolve_loss(name: str) -> Any:
-    """A Keras loss by name or import path (validated now, passed to compile)."""
+def resolve_loss(spec: Any) -> Any:
+    """A Keras loss by name or import path, or `{name, params}` (validated now).
+
+    A class (by import path, or a Keras name given `params`) is instantiated with its params.
+    """
     import keras
 
-    if is_import_path(name):
-        return import_object(name, what="loss")
-    return _known_keras_name(keras.losses, name, what="loss", kind="loss")
+    name, params = _name_and_params(spec)
+    return _resolve(keras.losses, keras.losses.Loss, name, params, what="loss", kind="loss")
 
 
-def resolve_metric(name: str, index: int) -> Any:
-    """A Keras metric by name or import path (validated now, passed to compile)."""
+def resolve_metric(spec: Any, index: int) -> Any:
+    """A Keras metric by name or import path, or `{name, params}` (validated now)."""
     import keras
 
-    if is_import_path(name):
-        return import_object(name, what=f"metrics[{index}]")
-    if name in ("accuracy", "acc", "crossentropy", "ce"):
+    name, params = _name_and_params(spec)
+    what = f"metrics[{index}]"
+    if name in ("accuracy", "acc", "crossentropy", "ce") and not params:
         return name  # resolved by compile() from the loss and label shapes
-    return _known_keras_name(keras.metrics, name, what=f"metrics[{index}]", kind="metric")
+    return _resolve(keras.metrics, keras.metrics.Metric, name, params, what=what, kind="metric")
+
+
+def _name_and_params(spec: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    return spec.name, dict(spec.params)
+
+
+def _resolve(
+    module: Any, base: type, name: str, params: dict[str, Any], *, what: str, kind: str
+) -> Any:
+    if is_import_path(name):
+        found = import_object(name, what=what)
+    elif params:
+        classes = _keras_classes(module, base)
+        found = classes.get(name) or classes.get(_snake(name))
+        if found is None:
+            raise UsageError(
+                f"{what}: no Keras {kind} class named '{name}' takes params. Valid names: "
+                f"{', '.join(sorted(classes))}, or an import path"
+            )
+    else:
+        return _known_keras_name(module, name, what=what, kind=kind)
+    if isinstance(found, type):
+        try:
+            return found(**params)
+        except (TypeError, ValueError) as error:
+            raise UsageError(
+                f"{what}.params: {found.__name__} rejected {params}: {error}. Use its own "
+                "argument names"
+            ) from None
+    if params:
+        raise UsageError(
+            f"{what}: '{name}' is a function, which takes no params; name a class (a "
+            f"keras.{module.__name__.rsplit('.', 1)[-1]} class or your own) to give it params"
+        )
+    return found
+
+
+def _keras_classes(module: Any, base: type) -> dict[str, type]:
+    """Keras's own classes of `base` in `module`, by snake-case name."""
+    return {
+        _snake(attr): getattr(module, attr)
+        for attr in dir(module)
+        if isinstance(getattr(module, attr), type)
+        and issubclass(getattr(module, attr), base)
+        and getattr(module, attr) is not base
+    }
+
+
+def _snake(name: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])|(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _known_keras_name(module: Any, name: str, *, what: str, kind: str) -> str:

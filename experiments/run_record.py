@@ -19,13 +19,17 @@ def description(config: ExperimentConfig, *, command: str | None) -> str:
         ("model", _named(config.model.name, config.model.params)),
         ("data", f"{_named(data.name, data.params)}, batch {data.batch_size}{split}"),
         ("optimizer", f"{_named(opt.name, opt.params)}, learning rate {opt.learning_rate}"),
-        ("loss", config.loss),
-        ("metrics", ", ".join(config.metrics) or "none"),
+        ("loss", _spec(config.loss)),
+        ("metrics", ", ".join(_spec(metric) for metric in config.metrics) or "none"),
         ("epochs", f"{trainer.epochs}, seed {trainer.seed}"),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     head = f"`{command}`\n\n" if command else ""
     return f"{head}| setting | value |\n| --- | --- |\n{table}\n"
+
+
+def _spec(spec: Any) -> str:
+    return f"`{spec}`" if isinstance(spec, str) else _named(spec.name, spec.params)
 
 
 def _named(name: str, params: Mapping[str, Any]) -> str:

@@ -44,6 +44,42 @@ CASES = [
         ["data.validation_split", "less than 1", "received 1.5"],
     ),
     (
+        "unknown-schedule",
+        {"schedule": {"name": "cosinus"}},
+        [],
+        ["schedule.name", "'constant', 'step', 'exponential'", "received 'cosinus'"],
+    ),
+    (
+        "setting-of-another-schedule",
+        {"schedule": {"name": "cosine", "factor": 0.5}},
+        [],
+        ["schedule cosine takes no factor", "its settings are alpha, decay_steps, restarts"],
+    ),
+    (
+        "warmup-longer-than-the-run",
+        {"schedule": {"name": "cosine", "warmup_steps": 1000}},
+        [],
+        ["schedule.warmup_steps (1000) must be shorter than the run (16 optimizer updates"],
+    ),
+    (
+        "plateau-factor",
+        {"plateau": {"factor": 2}},
+        [],
+        ["plateau.factor", "less than 1", "received 2"],
+    ),
+    (
+        "loss-bad-params",
+        {"loss": {"name": "sparse_categorical_crossentropy", "params": {"from_logitz": True}}},
+        [],
+        ["loss.params: SparseCategoricalCrossentropy rejected", "from_logitz"],
+    ),
+    (
+        "params-for-a-function",
+        {"loss": {"name": "tests.experiments.user_code:logits_crossentropy", "params": {"k": 2}}},
+        [],
+        ["loss: 'tests.experiments.user_code:logits_crossentropy' is a function", "a class"],
+    ),
+    (
         "negative-system-metrics-interval",
         {"tracking.system_metrics_every_s": -1},
         [],

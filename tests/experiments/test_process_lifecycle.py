@@ -63,7 +63,8 @@ def test_sigterm_marks_the_run_killed_and_exits_130(tmp_path: Path) -> None:
             except Exception:
                 return None
             found = [r for r in runs if r.info.status == "RUNNING"]
-            if found and MlflowClient(uri).get_metric_history(found[0].info.run_id, "step/batch_loss"):
+            client = MlflowClient(uri)
+            if found and client.get_metric_history(found[0].info.run_id, "step/batch_loss"):
                 return found[0]
             return None
 

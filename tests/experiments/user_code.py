@@ -18,3 +18,33 @@ def make_data(n: int = 96) -> dict[str, tf.data.Dataset]:
     y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
     train = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(16)
     return {"train": train, "validation": (x[64:], y[64:])}
+
+
+class MeanConfidence(keras.metrics.Mean):
+    """A user's metric class: the mean of the highest predicted probability."""
+
+    def __init__(self, name: str = "mean_confidence", **kwargs: object) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):  # noqa: ANN001 - Keras's API
+        return super().update_state(keras.ops.max(keras.ops.softmax(y_pred), axis=-1))
+
+
+class ScaledCrossentropy(keras.losses.Loss):
+    """A user's loss class with an argument."""
+
+    def __init__(self, scale: float = 1.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, y_true, y_pred):  # noqa: ANN001 - Keras's API
+        loss = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        return self.scale * loss
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale}
+
+
+def logits_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
+    """A user's loss function."""
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)

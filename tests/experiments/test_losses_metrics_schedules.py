@@ -1,0 +1,85 @@
+"""Losses and metrics with arguments, users' own classes, and schedules from a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments.config_loader import load_config
+from experiments.run import run_experiment
+from tests.experiments.configs import write_config
+
+USER = "tests.experiments.user_code"
+
+
+def _run(tmp: Path, uri: str, **changes: Any):
+    changes = {"tracking.tensorboard_dir": str(tmp / "tb"), **changes}
+    return run_experiment(load_config(write_config(tmp, changes)), tracking_uri=uri)
+
+
+@pytest.mark.parametrize(
+    ("loss", "metrics", "metric_keys"),
+    [
+        (
+            {"name": "sparse_categorical_crossentropy", "params": {"from_logits": True}},
+            [{"name": "sparse_top_k_categorical_accuracy", "params": {"k": 3}}],
+            ["sparse_top_k_categorical_accuracy"],
+        ),
+        (
+            {"name": f"{USER}:ScaledCrossentropy", "params": {"scale": 2.0}},
+            [f"{USER}:MeanConfidence", "accuracy"],
+            ["mean_confidence", "accuracy"],
+        ),
+        (f"{USER}:logits_crossentropy", [f"{USER}:MeanConfidence"], ["mean_confidence"]),
+    ],
+    ids=["keras-with-params", "user-classes", "user-function"],
+)
+def test_losses_and_metrics_with_arguments_and_users_classes(
+    loss, metrics, metric_keys, in_tmp: Path, mlflow_uri: str
+) -> None:
+    changes = {"loss": loss, "metrics": metrics, "tracking.experiment": "named-specs"}
+    result = _run(in_tmp, mlflow_uri, **changes)
+    run = MlflowClient(mlflow_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"  # the final model saved: metric classes instantiated
+    for key in metric_keys:
+        assert len(result.history[f"val_{key}"]) == 2
+        assert f"val_{key}" in run.data.metrics
+    (output,) = run.outputs.model_outputs
+    assert str(MlflowClient(mlflow_uri).get_logged_model(output.model_id).status) == "READY"
+    if isinstance(loss, dict):
+        assert run.data.params["loss.name"] == loss["name"]
+
+
+def test_a_config_schedule_with_warmup_and_plateau_is_applied_and_logged(
+    in_tmp: Path, mlflow_uri: str
+) -> None:
+    # 240 examples / 32 -> 8 updates per epoch, 3 epochs: cosine over the 20 after warm-up.
+    changes = {
+        "trainer.epochs": 3,
+        "trainer.log_every_n_steps": 1,
+        "schedule": {"name": "cosine", "warmup_steps": 4, "alpha": 0.1},
+        "plateau": {"monitor": "val_loss", "patience": 1, "factor": 0.5, "mode": "max"},
+        "tracking.experiment": "schedules",
+    }
+    result = _run(in_tmp, mlflow_uri, **changes)
+    client = MlflowClient(mlflow_uri)
+    multipliers = [m.value for m in client.get_metric_history(result.run_id, "lr_multiplier")]
+    assert multipliers == [1.0, 0.5, 0.25]  # val_loss falls: never an "improvement" in max
+    logged = [m.value for m in client.get_metric_history(result.run_id, "step/learning_rate")]
+    base = 0.01
+
+    def rate(t: int) -> float:  # update index t = 0, 1, ...
+        if t < 4:
+            return base * t / 4
+        cosine = 0.5 * (1 + np.cos(np.pi * min(t - 4, 20) / 20))
+        return base * (0.1 + 0.9 * cosine)
+
+    in_force = [1.0] * 8 + [1.0] * 8 + [0.5] * 8
+    expected = [rate(t) * in_force[t] for t in range(24)]
+    np.testing.assert_allclose(logged, expected, rtol=1e-5, atol=1e-9)
+    params = client.get_run(result.run_id).data.params
+    assert params["schedule.name"] == "cosine" and params["plateau.monitor"] == "val_loss"
