@@ -61,7 +61,10 @@ def run(
     _import_tensorflow_quietly(verbose=verbose)
     from experiments.run import run_experiment
 
-    command = shlex.join(["harness", "run", config, *(overrides or [])])
+    flags = (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
+        ["--verbose"] if verbose else []
+    )
+    command = shlex.join(["harness", "run", config, *(overrides or []), *flags])
     result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config, command=command)
     final = {k: round(v[-1], 4) for k, v in result.history.items() if v}
     typer.echo(f"run {result.run_id} finished: {final}")

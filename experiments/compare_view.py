@@ -8,6 +8,7 @@ experiment, and `harness run` / `harness ui` link to it.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable
 
@@ -30,20 +31,36 @@ def compared_metrics(keys: Iterable[str]) -> list[str]:
     return sorted(k for k in keys if "/" not in k and k not in _BOOKKEEPING)
 
 
-def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterable[str]) -> None:
-    """Save the compared columns as the experiment's shared view (`VIEW_KEY`).
+def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterable[str]) -> bool:
+    """Add this run's compared columns to the experiment's shared view (`VIEW_KEY`).
 
-    A failure only warns: the run itself is tracked already.
+    The columns of earlier runs stay: the view holds the union. Returns whether the view is
+    saved; a failure only warns, since the run itself is tracked already.
     """
     from mlflow.tracking import MlflowClient
 
-    state = compare_view_state(COMPARED_PARAMS, compared_metrics(metrics))
+    client = MlflowClient(tracking_uri)
+    tag = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}"
     try:
-        MlflowClient(tracking_uri).set_experiment_tag(
-            experiment_id, f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}", state
-        )
+        saved = client.get_experiment(experiment_id).tags.get(tag)
+        known = _saved_metrics(saved)
+        state = compare_view_state(COMPARED_PARAMS, compared_metrics({*known, *metrics}))
+        if state != saved:
+            client.set_experiment_tag(experiment_id, tag, state)
     except Exception as error:
         warnings.warn(
             f"could not save the runs-table view of experiment {experiment_id}: {error!r}",
             stacklevel=2,
         )
+        return False
+    return True
+
+
+def _saved_metrics(saved: str | None) -> list[str]:
+    if not saved:
+        return []
+    try:
+        columns = json.loads(saved).get("selectedColumns", [])
+    except (ValueError, AttributeError):
+        return []  # not ours, or edited: replaced by the compared columns
+    return [c[len("metrics.`") : -1] for c in columns if c.startswith("metrics.`")]

@@ -22,7 +22,7 @@ from experiments.errors import UsageError
 from experiments.prepare import Prepared, prepare
 from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
-from experiments.ui_links import run_url, runs_view_url, ui_address
+from experiments.ui_links import VIEW_KEY, run_url, runs_view_url, ui_address
 from harness.stopping import StopSignal, stop_on_signals
 
 
@@ -91,7 +91,7 @@ def run_experiment(
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
             sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
             history = _train_and_log(prepared, sink, stop)
-            publish_compare_view(uri, mlflow_sink.experiment_id, history)
+            view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
     except KeyboardInterrupt as interrupted:
         reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
@@ -111,7 +111,9 @@ def run_experiment(
         tb_dir,
         history,
         run_url=run_url(address, experiment_id, mlflow_sink.run_id),
-        runs_view_url=runs_view_url(address, experiment_id),
+        runs_view_url=runs_view_url(
+            address, experiment_id, view_key=VIEW_KEY if view_saved else None
+        ),
     )
 
 
@@ -146,7 +148,14 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
     _log_history(sink, values)
     # The final epoch's metrics (logged at this step) are linked to the logged model.
     step = int(prepared.model.optimizer.iterations)
-    sink.log_model(prepared.model, name="model", input_example=_input_example(prepared), step=step)
+    final = {key: column[-1] for key, column in values.items() if column}
+    sink.log_model(
+        prepared.model,
+        name="model",
+        input_example=_input_example(prepared),
+        step=step,
+        metrics=final,
+    )
     return values
 
 

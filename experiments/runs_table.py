@@ -6,8 +6,10 @@ from typing import Any
 
 from experiments.compare_view import COMPARED_PARAMS, compared_metrics
 
+_SHOWN = ("run_id", "run_name", "status", "dataset")
+
 # The CSV keeps these; the printed table, like the UI's view, shows the compared columns.
-MAIN_PARAMS = COMPARED_PARAMS
+MAIN_PARAMS = (*COMPARED_PARAMS, "data.name", "trainer.epochs")
 
 
 def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
@@ -24,7 +26,7 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     if not rows:
         return pd.DataFrame(columns=["run_id", "run_name", "status"])
     frame = pd.DataFrame(rows)
-    columns = ["run_id", "run_name", "status", *(p for p in MAIN_PARAMS if p in frame.columns)]
+    columns = [*_SHOWN, *(p for p in MAIN_PARAMS if p in frame.columns)]
     metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
     frame = frame[columns + metrics]
     return frame.rename(columns={c: c.removeprefix("metrics.") for c in metrics})
@@ -35,6 +37,12 @@ def _row(run: Any) -> dict[str, Any]:
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
         "status": run.info.status,
+        # The UI's "Datasets" column: the training data's name and digest.
+        "dataset": ", ".join(
+            f"{d.dataset.name} ({d.dataset.digest})"
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+            if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)
+        ),
     }
     row.update({p: run.data.params[p] for p in MAIN_PARAMS if p in run.data.params})
     row.update(
@@ -62,9 +70,6 @@ def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) 
     return list(client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"]))
 
 
-_SHOWN = ("run_id", "run_name", "status")
-
-
 def print_table(frame: Any) -> None:
     """Print the runs as a rich table (the CSV keeps every column)."""
     import sys
@@ -72,8 +77,9 @@ def print_table(frame: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = set(compared_metrics(frame.columns))
-    shown = frame[[c for c in frame.columns if c in _SHOWN or c in COMPARED_PARAMS or c in metrics]]
+    metrics = compared_metrics(c for c in frame.columns if c not in (*_SHOWN, *MAIN_PARAMS))
+    params = [c for c in COMPARED_PARAMS if c in frame.columns]
+    shown = frame[[*(c for c in _SHOWN if c in frame.columns), *params, *metrics]]
     table = Table(show_lines=False)
     for column in shown.columns:
         table.add_column(str(column), overflow="fold")

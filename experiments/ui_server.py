@@ -11,9 +11,10 @@ import threading
 import time
 import webbrowser
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from experiments.errors import UsageError
-from experiments.ui_links import runs_view_url
+from experiments.ui_links import VIEW_KEY, VIEW_STATE_TAG_PREFIX, runs_view_url
 
 _START_TIMEOUT_S = 120.0
 
@@ -39,42 +40,50 @@ def serve_ui(
         UsageError: the server did not start (port taken, unreadable store).
     """
     if tracking_uri.startswith(("http://", "https://")):
-        _announce(tracking_uri.rstrip("/"), latest_experiment_id(tracking_uri), tracking_uri,
-                  open_browser=open_browser)  # fmt: skip
+        _announce(tracking_uri.rstrip("/"), tracking_uri, open_browser=open_browser)
         return
     command = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", str(workers or default_workers()),
     ]  # fmt: skip
-    # Both of the server's streams go to our stderr: stdout is for the address, for scripts.
-    # Its own session: the server's workers (uvicorn, job runners) are stopped as one group.
-    server = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too
-    log = _ServerLog(server)
-    # Importing MLflow takes seconds too: do it while the server starts. (Not the lookup: on a
-    # new store the server creates the tables, and two creators race.)
-    importing = ThreadPoolExecutor(1).submit(importlib.import_module, "mlflow.tracking")
+    # MLflow's job runner (7 huey workers, ~2 GB) serves GenAI scorers, not the runs view.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too
+    # Both of the server's streams go to our stderr: stdout is for the address, for scripts.
+    # Its own session: the server's workers are stopped as one group.
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        _wait_until_serving(server, address, log)
+        log = _ServerLog(server)
+        # Importing MLflow takes seconds too: do it while the server starts. (Not the lookup:
+        # on a new store the server creates the tables, and two creators race.)
+        with ThreadPoolExecutor(1) as pool:
+            importing = pool.submit(importlib.import_module, "mlflow.tracking")
+            _wait_until_serving(server, address, log)
+            importing.result()
         log.start_echo()
-        importing.result()
-        _announce(
-            address, latest_experiment_id(tracking_uri), tracking_uri, open_browser=open_browser
-        )
+        _announce(address, tracking_uri, open_browser=open_browser)
         print("Ctrl-C stops the server.", flush=True)
-        server.wait()
+        if server.wait() != 0:
+            raise UsageError(
+                f"the MLflow UI server at {address} stopped (exit status {server.returncode}); "
+                "its log is above"
+            )
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(server)
-        signal.signal(signal.SIGTERM, previous)
+        # A second Ctrl-C or SIGTERM must not orphan the server's workers: stopping them is
+        # what was asked for anyway.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _stop(server)
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -152,16 +161,33 @@ def _wait_until_serving(server: subprocess.Popen[str], address: str, log: _Serve
     )
 
 
-def _announce(
-    address: str, experiment_id: str | None, tracking_uri: str, *, open_browser: bool
-) -> None:
-    url = runs_view_url(address, experiment_id) if experiment_id else f"{address}/#/experiments"
+def _announce(address: str, tracking_uri: str, *, open_browser: bool) -> None:
+    url = _runs_view(address, tracking_uri)
     print(f"MLflow UI for {tracking_uri}: {url}", flush=True)
     if open_browser:
         webbrowser.open(url)
 
 
-def latest_experiment_id(tracking_uri: str) -> str | None:
+def _runs_view(address: str, tracking_uri: str) -> str:
+    """The runs view of the newest experiment, with the compared columns if it has them."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
+    try:
+        experiment = latest_experiment(tracking_uri)
+    except (MlflowException, RequestException, OSError) as error:
+        summary = (str(error).strip().splitlines() or [repr(error)])[0][:200]
+        raise UsageError(
+            f"cannot read the MLflow store at '{tracking_uri}': {summary}. Check that the "
+            "server is running, or pick another store with --tracking-uri"
+        ) from None
+    if experiment is None:
+        return f"{address}/#/experiments"
+    saved = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}" in experiment.tags
+    return runs_view_url(address, experiment.experiment_id, view_key=VIEW_KEY if saved else None)
+
+
+def latest_experiment(tracking_uri: str) -> Any | None:
     """The experiment of the most recent run, else the newest experiment, else None."""
     from mlflow.tracking import MlflowClient
 
@@ -171,4 +197,6 @@ def latest_experiment_id(tracking_uri: str) -> str | None:
         return None
     ids = [e.experiment_id for e in experiments]
     latest = client.search_runs(ids, max_results=1, order_by=["attributes.start_time DESC"])
-    return str(latest[0].info.experiment_id if latest else experiments[0].experiment_id)
+    if not latest:
+        return experiments[0]
+    return next(e for e in experiments if e.experiment_id == latest[0].info.experiment_id)

@@ -7,9 +7,10 @@ process never touch each other's runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +30,28 @@ def log_keras_model(
     params: Mapping[str, str] | None = None,
     metrics: Sequence[tuple[str, float, int, int]] = (),
     tags: Mapping[str, str] | None = None,
+    retry: Callable[[Callable[[], Any]], Any] = lambda call: call(),
 ) -> str:
     """Create a logged model `name` linked to `run_id` (as its output at `step`); its id.
 
     The model page shows the signature and input example (from `input_example`), `params`,
     and `metrics` (`(key, value, step, timestamp)` points already logged to the run, so
     linking them adds no copies to the run's history); `mlflow.keras.load_model(f"models:/{id}")`
-    and `runs:/<run_id>/<name>` load it.
+    and `runs:/<run_id>/<name>` load it. Each call to MLflow goes through `retry`, so a
+    transient failure repeats that call, not the model: one logged model per call here.
     """
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import Model
 
-    logged = client.create_logged_model(
-        experiment_id,
-        name=name,
-        source_run_id=run_id,
-        params={key: str(value) for key, value in (params or {}).items()},
-        tags=dict(tags or {}),
-        model_type="keras",
+    logged = retry(
+        lambda: client.create_logged_model(
+            experiment_id,
+            name=name,
+            source_run_id=run_id,
+            params={key: str(value) for key, value in (params or {}).items()},
+            tags=dict(tags or {}),
+            model_type="keras",
+        )
     )
     try:
         description = Model(
@@ -59,18 +64,20 @@ def log_keras_model(
             path = save_keras_model(
                 model, Path(tmp) / "model", input_example=input_example, mlflow_model=description
             )
-            client.log_model_artifacts(logged.model_id, str(path))
-        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+            retry(lambda: client.log_model_artifacts(logged.model_id, str(path)))
+        output = LoggedModelOutput(logged.model_id, step=step)
+        retry(lambda: client.log_outputs(run_id, [output]))
         if metrics:
             linked = [
                 Metric(key, value, timestamp, at, model_id=logged.model_id, run_id=run_id)
                 for key, value, at, timestamp in metrics
             ]
-            client.log_batch(run_id, metrics=linked, synchronous=True)
+            retry(lambda: client.log_batch(run_id, metrics=linked, synchronous=True))
     except BaseException:
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        with contextlib.suppress(Exception):  # the original error is the one to see
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         raise
-    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    retry(lambda: client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY))
     return str(logged.model_id)
 
 

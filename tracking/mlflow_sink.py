@@ -227,18 +227,17 @@ class MlflowSink(Sink):
                 else (key, float(value), step, now)
                 for key, value in metrics.items()
             ]
-        return self._retry(
-            lambda: log_keras_model(
-                self._client,
-                run_id=self._run_id,
-                experiment_id=self.experiment_id,
-                model=model,
-                name=name,
-                input_example=input_example,
-                step=step,
-                params=self._params,
-                metrics=linked,
-            )
+        return log_keras_model(
+            self._client,
+            run_id=self._run_id,
+            experiment_id=self.experiment_id,
+            model=model,
+            name=name,
+            input_example=input_example,
+            step=step,
+            params=self._params,
+            metrics=linked,
+            retry=self._retry,
         )
 
     def log_dataset(self, dataset: DatasetRecord) -> None:
@@ -253,7 +252,9 @@ class MlflowSink(Sink):
         """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
 
         MLflow's own system-metrics monitor, attached to this run id and tracking URI; the
-        values appear under "System metrics" (`system/...`). GPU values need `nvidia-ml-py`.
+        values appear under "System metrics" (`system/...`), the last partial interval
+        included. GPU values need `nvidia-ml-py`. MLflow's own
+        `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`, when set, takes precedence over `every_s`.
         """
         if every_s <= 0:
             raise ValueError(f"`every_s` must be > 0. Received: every_s={every_s}")
@@ -289,7 +290,7 @@ class MlflowSink(Sink):
         retry = self._retry
         try:
             if self._system_monitor is not None:
-                self._system_monitor.finish()  # its last samples go out while the run is open
+                _finish_system_metrics(self._system_monitor, run_id=self._run_id)
             unsent, problems = self._sender.stop()
             if self._metric_process is not None:
                 self._metric_process.close()
@@ -370,6 +371,18 @@ class MlflowSink(Sink):
                 f"MlflowSink for run {self._run_id} is closed; attach a new "
                 "`MlflowSink(client, run_id)` to log more to this run."
             )
+
+
+def _finish_system_metrics(monitor: Any, *, run_id: str) -> None:
+    """Stop the monitor and publish its last, partial interval too (MLflow's own `finish`
+    drops it, so a run shorter than the interval would have no system metrics at all)."""
+    monitor.finish()
+    try:
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    except Exception as exc:
+        warnings.warn(f"MLflow run {run_id}: last system metrics not sent ({exc!r})", stacklevel=3)
 
 
 def _get_or_create_experiment(

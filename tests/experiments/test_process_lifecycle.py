@@ -170,12 +170,17 @@ def test_runs_table_lists_runs_with_params_and_final_metrics(
     )
     assert code == 0
     assert changes == []
-    assert "tabled" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "tabled" in printed and "digits (" in printed  # the dataset column, as in the UI
+    header = next(line for line in printed.splitlines() if "run_id" in line)
+    assert "optimizer.learning_rate" in header or "optimizer.learning_r" in header
+    assert "trainer.epochs" not in header and "epoch_time_s" not in header
     rows = list(csv.DictReader(out_csv.open()))
     assert rows[0]["run_id"] == result.run_id
     assert rows[0]["run_name"] == "tabled"
     assert rows[0]["optimizer.learning_rate"] == "0.01"
     assert float(rows[0]["val_loss"]) == pytest.approx(result.history["val_loss"][-1])
+    assert rows[0]["trainer.epochs"] == "2" and rows[0]["dataset"].startswith("digits (")
 
 
 def test_runs_table_rejects_an_unknown_experiment(mlflow_uri: str, capsys) -> None:
@@ -198,11 +203,12 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        # Printed once the server answers: the runs view of the newest experiment (Default).
+        # Printed once the server answers: the runs view of the newest experiment (Default,
+        # which has no saved view of compared columns, so the link names none).
         line = proc.stdout.readline().strip()
         assert line == (
             f"MLflow UI for {uri}: http://127.0.0.1:{port}/#/experiments/0/runs"
-            "?workflowType=machine_learning&viewStateShareKey=harness-compare"
+            "?workflowType=machine_learning"
         )
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200 and "MLflow" in page.text

@@ -330,13 +330,21 @@ def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_s
     import threading
     import time
 
-    sink = start_mlflow_sink()
+    sink, short = start_mlflow_sink(), start_mlflow_sink()
     sink.monitor_system(0.2)
+    short.monitor_system(30)  # a run shorter than one interval
     time.sleep(1.5)
     sink.close()
+    short.close()
     client = MlflowClient(mlflow_store)
     cpu = client.get_metric_history(sink.run_id, "system/cpu_utilization_percentage")
     assert len(cpu) >= 2 and [m.step for m in cpu] == list(range(len(cpu)))
+    # The last, partial interval is published at close, so a short run has its sample too.
+    assert len(client.get_metric_history(short.run_id, "system/cpu_utilization_percentage")) == 1
     assert "SystemMetricsMonitor" not in {t.name for t in threading.enumerate()}
-    with pytest.raises(ValueError, match="`every_s` must be > 0. Received: every_s=0"):
-        start_mlflow_sink().monitor_system(0)
+    rejected = start_mlflow_sink()
+    try:
+        with pytest.raises(ValueError, match="`every_s` must be > 0. Received: every_s=0"):
+            rejected.monitor_system(0)
+    finally:
+        rejected.close()
