@@ -105,12 +105,23 @@ def build_optimizer(name: str, learning_rate: Any, params: Mapping[str, Any]) ->
                 f"{', '.join(sorted(classes))}, or an import path"
             )
         cls = classes[name.lower()]
+    return instantiate(cls, config, what="optimizer.params", shown=dict(params))
+
+
+def instantiate(
+    cls: Any, kwargs: Mapping[str, Any], *, what: str, shown: Mapping[str, Any] | None = None
+) -> Any:
+    """`cls(**kwargs)`; rejected arguments are bad input, named with `shown` (default: all).
+
+    Raises:
+        UsageError: the class refused the arguments; the message quotes its own reason.
+    """
     try:
-        return cls(**config)
+        return cls(**kwargs)
     except (TypeError, ValueError) as error:
         raise UsageError(
-            f"optimizer.params: {cls.__name__} rejected {dict(params)}: {error}. "
-            "Use the optimizer's own argument names"
+            f"{what}: {cls.__name__} rejected {dict(kwargs if shown is None else shown)}: "
+            f"{error}. Use its own argument names"
         ) from None
 
 
@@ -158,13 +169,7 @@ def _resolve(
     else:
         return _known_keras_name(module, name, what=what, kind=kind)
     if isinstance(found, type):
-        try:
-            return found(**params)
-        except (TypeError, ValueError) as error:
-            raise UsageError(
-                f"{what}.params: {found.__name__} rejected {params}: {error}. Use its own "
-                "argument names"
-            ) from None
+        return instantiate(found, params, what=f"{what}.params")
     if params:
         raise UsageError(
             f"{what}: '{name}' is a function, which takes no params; name a class (a "
@@ -215,9 +220,4 @@ def build_callback(class_path: str, init_args: Mapping[str, Any], index: int) ->
             f"{what}: '{class_path}' is not a keras.callbacks.Callback subclass; "
             "name a callback class such as keras.callbacks.EarlyStopping"
         )
-    try:
-        return cls(**init_args)
-    except (TypeError, ValueError) as error:
-        raise UsageError(
-            f"callbacks[{index}].init_args: {cls.__name__} rejected {dict(init_args)}: {error}"
-        ) from None
+    return instantiate(cls, init_args, what=f"callbacks[{index}].init_args")

@@ -65,9 +65,7 @@ class WarmupSchedule(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WarmupSchedule:
-        config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
-        return cls(**config)
+        return cls(**_with_inner_schedule(config))
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -100,9 +98,12 @@ class PlateauSchedule(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PlateauSchedule:
-        config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
-        return cls(**config)
+        return cls(**_with_inner_schedule(config))
+
+
+def _with_inner_schedule(config: dict[str, Any]) -> dict[str, Any]:
+    """A wrapper's config with its inner schedule deserialized."""
+    return {**config, "schedule": keras.saving.deserialize_keras_object(config["schedule"])}
 
 
 def build_schedule(
