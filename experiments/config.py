@@ -107,6 +107,17 @@ class PlateauSection(_Section):
     mode: Literal["auto", "min", "max"] = "auto"
 
 
+class EmaSection(_Section):
+    """An exponential moving average of the weights, evaluated and snapshotted."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0)
+    warmup: bool = True
+    every_n_steps: int = Field(1, ge=1)
+    start_step: int = Field(0, ge=0)
+    include_non_trainable: bool = True
+    snapshot_every_n_epochs: int | None = Field(None, ge=1, description="default: at the end")
+
+
 class TrainerSection(_Section):
     engine: Literal["fit", "custom"] = "fit"
     epochs: int = Field(1, ge=1)
@@ -163,6 +174,7 @@ class ExperimentConfig(_Section):
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection | None = None
     plateau: PlateauSection | None = None
+    ema: EmaSection | None = None
     loss: str | NamedSpec
     metrics: list[str | NamedSpec] = Field(default_factory=list)
     trainer: TrainerSection = Field(default_factory=TrainerSection)

@@ -21,6 +21,7 @@ class Prepared:
     data: Any
     callbacks: list[Any] = field(default_factory=list)
     sample_input: Any | None = None  # a few real model inputs, None for generators
+    ema: Any | None = None  # harness.ema.WeightAverage when `ema:` is set
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
@@ -71,7 +72,20 @@ def prepare(config: ExperimentConfig) -> Prepared:
         jit_compile=config.trainer.jit_compile,
     )
     _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
-    return Prepared(config, model, data, callbacks, sample_input)
+    ema = None
+    if config.ema is not None:
+        from harness.ema import WeightAverage
+
+        e = config.ema
+        ema = WeightAverage(
+            model,
+            decay=e.decay,
+            warmup=e.warmup,
+            every_n_steps=e.every_n_steps,
+            start_step=e.start_step,
+            include_non_trainable=e.include_non_trainable,
+        )
+    return Prepared(config, model, data, callbacks, sample_input, ema)
 
 
 def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:

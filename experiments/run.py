@@ -132,6 +132,12 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
         sink.log_artifact(config_file)
     trainer = config.trainer
     logger = MetricsLogger(sink, log_every_n_steps=trainer.log_every_n_steps)
+    extra: list[Any] = []
+    if prepared.ema is not None:
+        from harness.callbacks.ema_snapshots import EmaSnapshots
+
+        every = config.ema.snapshot_every_n_epochs if config.ema else None
+        extra.append(EmaSnapshots(prepared.ema, sink, every_n_epochs=every))
     history = train(
         prepared.model,
         prepared.data,
@@ -140,22 +146,28 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
         steps_per_epoch=trainer.steps_per_epoch,
         validation_steps=trainer.validation_steps,
         stop=stop,
+        ema=prepared.ema,
         # The logger goes last, so it sees what the user's callbacks changed at epoch end
         # (ReduceLROnPlateau's new rate); the progress display goes first.
-        callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, logger],
+        callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, *extra, logger],
     )
     values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)
     # The final epoch's metrics (logged at this step) are linked to the logged model.
     step = int(prepared.model.optimizer.iterations)
     final = {key: column[-1] for key, column in values.items() if column}
-    sink.log_model(
-        prepared.model,
-        name="model",
-        input_example=_input_example(prepared),
-        step=step,
-        metrics=final,
-    )
+    example = _input_example(prepared)
+    sink.log_model(prepared.model, name="model", input_example=example, step=step, metrics=final)
+    if prepared.ema is not None:
+        ema_metrics = {k: v for k, v in final.items() if k.startswith("val_ema_")}
+        with prepared.ema.swapped():  # the averaged weights, as their own logged model
+            sink.log_model(
+                prepared.model,
+                name="model_ema",
+                input_example=example,
+                step=step,
+                metrics=ema_metrics,
+            )
     return values
 
 

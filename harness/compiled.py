@@ -34,13 +34,15 @@ _COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[Any, ...], Any]] = 
 )
 
 
-def compiled_functions(model: keras.Model, engine: Engine) -> tuple[TrainFunction, TestFunction]:
+def compiled_functions(
+    model: keras.Model, engine: Engine, *, ema: Any | None = None
+) -> tuple[TrainFunction, TestFunction]:
     """The engine's compiled train and test calls for `model`, traced once per `compile()`.
 
     Like `Model.fit`, which keeps `model.train_function` between calls, a second `train()` of
     the same compiled model reuses the traced functions instead of tracing them again.
     """
-    settings = (engine.name, model.steps_per_execution, model.jit_compile, model.run_eagerly)
+    settings = (engine.name, model.steps_per_execution, model.jit_compile, model.run_eagerly, ema)
     cached = _COMPILED.setdefault(model, {}).get(settings)
     # compile() makes a new loss tracker (and optimizer): a cached trace of the old is stale.
     compiled_with = (keras_internals.loss_tracker(model), model.optimizer)
@@ -50,15 +52,21 @@ def compiled_functions(model: keras.Model, engine: Engine) -> tuple[TrainFunctio
         or cached[0][1] is not compiled_with[1]
     ):
         functions = (
-            build_train_function(model, engine.train_step(model)),
+            build_train_function(model, engine.train_step(model), ema=ema),
             build_test_function(model, engine.test_step(model)),
         )
         cached = _COMPILED[model][settings] = (compiled_with, functions)
     return cached[1]
 
 
-def build_train_function(model: keras.Model, step: Step) -> TrainFunction:
-    """`fn(iterator) -> (logs, {"iterations", "learning_rate"})` over one execution."""
+def build_train_function(
+    model: keras.Model, step: Step, *, ema: Any | None = None
+) -> TrainFunction:
+    """`fn(iterator) -> (logs, {"iterations", "learning_rate", "batch"})` over one execution.
+
+    With `ema` (a `WeightAverage`), its update runs right after each step's update, in the
+    same compiled call, in either engine.
+    """
     optimizer = model.optimizer
     strategy = model.distribute_strategy
 
@@ -74,6 +82,8 @@ def build_train_function(model: keras.Model, step: Step) -> TrainFunction:
             outputs = strategy.run(step, args=(_optionals_to_none(data),))
             logs = keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
             iterations = tf.identity(optimizer.iterations)
+            if ema is not None:
+                ema.update(iterations)  # post-update work: after apply_gradients, in graph
             batch = _batch_values(model, before, logs)
         return logs, {"iterations": iterations, "learning_rate": learning_rate, "batch": batch}
 

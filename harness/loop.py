@@ -19,6 +19,7 @@ import numpy as np
 from harness import keras_internals
 from harness.compiled import TestFunction, TrainFunction, compiled_functions
 from harness.data import EpochIterator, TrainingData
+from harness.ema import WeightAverage
 from harness.engines import Engine, EngineName, get_engine
 from harness.state import CallbackStates, RandomState, StateRegistry, VariablesState
 from harness.step_events import STEP_EVENTS_PARAM, StepEventDispatcher
@@ -36,6 +37,8 @@ class TrainingLoop:
         epochs, steps_per_epoch, validation_steps, initial_epoch: as in `Model.fit`.
         callbacks: Keras callbacks, run exactly as `fit()` runs them.
         stop: a flag that stops training at the next step boundary (`stop_on_signals`).
+        ema: a `WeightAverage` updated inside each compiled step; validation also evaluates
+            its weights (`val_ema_*`).
 
     Example:
         >>> loop = TrainingLoop(model, prepare_data((x, y), batch_size=32), engine="custom")
@@ -54,6 +57,7 @@ class TrainingLoop:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         initial_epoch: int = 0,
         stop: StopSignal | None = None,
+        ema: WeightAverage | None = None,
     ) -> None:
         if not getattr(model, "compiled", False):
             raise ValueError(
@@ -65,6 +69,7 @@ class TrainingLoop:
         self.epochs = epochs
         self.initial_epoch = initial_epoch
         self.stop = stop or StopSignal()
+        self.ema = ema
         strategy, per_call = model.distribute_strategy, int(model.steps_per_execution)
         self.train_data = EpochIterator(
             data.train, strategy=strategy, steps_per_epoch=steps_per_epoch,
@@ -96,6 +101,8 @@ class TrainingLoop:
         )
         self.state.register("data", self.train_data)  # replays data hooks before the RNGs
         self.state.register("random", RandomState())
+        if ema is not None:
+            self.state.register("ema", ema)
         self.state.register("callbacks", CallbackStates(lambda: self.callbacks.callbacks))
         self.state.register("loop", _Position(self))
 
@@ -155,7 +162,9 @@ class TrainingLoop:
         model = self.model
         if self._train_function is None:
             keras_internals.symbolic_build(model, self.train_data.element_spec)
-            self._train_function, self._test_function = compiled_functions(model, self.engine)
+            self._train_function, self._test_function = compiled_functions(
+                model, self.engine, ema=self.ema
+            )
         return model
 
     def _run_epochs(self, events: StepEventDispatcher) -> dict[str, Any] | None:
@@ -173,6 +182,12 @@ class TrainingLoop:
             if self.validation_data is not None:
                 val_logs = self._evaluate()
                 epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
+                if self.ema is not None:
+                    # The averaged weights, evaluated on the same data; training goes on with
+                    # the raw ones (the swap is undone whatever happens inside).
+                    with self.ema.swapped():
+                        ema_logs = self._evaluate(notify=False)
+                    epoch_logs.update({f"val_ema_{k}": v for k, v in ema_logs.items()})
             events.flush()  # step events of the epoch reach their callbacks before its end
             callbacks.on_epoch_end(self._epoch, epoch_logs)
             training_logs = epoch_logs
@@ -199,17 +214,18 @@ class TrainingLoop:
                     break
         return logs
 
-    def _evaluate(self) -> dict[str, Any]:
-        """One pass over the validation data, with `evaluate()`'s events."""
+    def _evaluate(self, *, notify: bool = True) -> dict[str, Any]:
+        """One pass over the validation data, with `evaluate()`'s events if `notify`."""
         model, callbacks, data = self.model, self.callbacks, self.validation_data
         test = self._test_function
         assert data is not None and test is not None
         data.reset()
         model.stop_evaluating = False
-        callbacks.on_test_begin()
+        if notify:
+            callbacks.on_test_begin()
         logs: Any = None
         model.reset_metrics()
-        hooks = self._test_batch_hooks
+        hooks = self._test_batch_hooks and notify
         with data.catch_stop_iteration():
             for first, last, iterator in data:
                 if hooks:
@@ -220,7 +236,8 @@ class TrainingLoop:
                 if model.stop_evaluating:
                     break
         results = _pythonify(_metrics_or_logs(model, logs))
-        callbacks.on_test_end(results)
+        if notify:
+            callbacks.on_test_end(results)
         return results
 
     def _check_stop(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import keras
 
 from harness.data import TrainingData
+from harness.ema import WeightAverage
 from harness.engines import Engine, EngineName
 from harness.loop import TrainingLoop
 from harness.stopping import StopSignal
@@ -24,6 +25,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
     stop: StopSignal | None = None,
+    ema: WeightAverage | None = None,
 ) -> keras.callbacks.History:
     """Train a compiled model with the chosen engine; both run the same loop and callbacks.
 
@@ -43,6 +45,7 @@ def train(
         callbacks=callbacks,
         initial_epoch=initial_epoch,
         stop=stop,
+        ema=ema,
     )
     try:
         history = loop.run()

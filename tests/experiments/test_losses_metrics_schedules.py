@@ -83,3 +83,35 @@ def test_a_config_schedule_with_warmup_and_plateau_is_applied_and_logged(
     np.testing.assert_allclose(logged, expected, rtol=1e-5, atol=1e-9)
     params = client.get_run(result.run_id).data.params
     assert params["schedule.name"] == "cosine" and params["plateau.monitor"] == "val_loss"
+
+
+def test_ema_is_evaluated_snapshotted_and_logged_as_its_own_model(
+    in_tmp: Path, mlflow_uri: str
+) -> None:
+    import mlflow
+
+    changes = {
+        "ema": {"decay": 0.9, "snapshot_every_n_epochs": 1},
+        "tracking.experiment": "ema",
+    }
+    result = _run(in_tmp, mlflow_uri, **changes)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.run_id)
+    assert len(result.history["val_ema_loss"]) == 2 and "val_ema_accuracy" in run.data.metrics
+    snapshots = {a.path for a in client.list_artifacts(result.run_id, "ema")}
+    assert snapshots == {"ema/epoch-001.weights.h5", "ema/epoch-002.weights.h5"}
+    models = {
+        client.get_logged_model(o.model_id).name: o.model_id for o in run.outputs.model_outputs
+    }
+    assert set(models) == {"model", "model_ema"}
+    ema_model = client.get_logged_model(models["model_ema"])
+    assert {m.key for m in ema_model.metrics} == {"val_ema_loss", "val_ema_accuracy"}
+    x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_uri)
+    try:
+        raw = mlflow.keras.load_model(f"models:/{models['model']}").predict(x, verbose=0)
+        ema = mlflow.keras.load_model(f"models:/{models['model_ema']}").predict(x, verbose=0)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert not np.allclose(raw, ema)  # two different sets of weights
