@@ -34,18 +34,30 @@ from experiments.models import build_cnn, build_mlp  # noqa: E402
 from harness import train  # noqa: E402
 from harness.callbacks import MetricsLogger  # noqa: E402
 from harness.data import TrainingData, prepare_data  # noqa: E402
+from harness.ema import WeightAverage  # noqa: E402
+from harness.schedules import build_schedule  # noqa: E402
 from tracking import FanOutSink, MlflowSink, TensorBoardSink  # noqa: E402
 
 VARIANTS = ["plain_fit", "fit_untracked", "custom_untracked", "fit_tracked", "custom_tracked"]
+# The same tracked run with an EMA of the weights (decay 0.999, every step), or with a warm-up +
+# cosine schedule: `--variants custom_tracked custom_tracked_ema custom_tracked_schedule`.
+FEATURE_VARIANTS = [
+    f"{engine}_tracked_{feature}" for engine in ("fit", "custom") for feature in ("ema", "schedule")
+]
 
 
-def _model(kind: str = "mlp") -> keras.Model:
+def _model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
     keras.utils.set_random_seed(0)
     if kind == "mlp":
         model = build_mlp(input_shape=(64,), hidden_units=(128, 64))
     else:
         model = build_cnn(input_shape=(8, 8, 1), filters=(16, 32), dense_units=64)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rate = build_schedule("cosine", 0.003, warmup_steps=100, decay_steps=2000) if schedule else 1e-3
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -65,6 +77,8 @@ def _variant(
 ) -> Callable[[], float]:
     """Return a function that trains `epochs` epochs after a warm-up and gives steps/sec."""
 
+    ema: list[WeightAverage] = []
+
     def fit(model: keras.Model, count: int, callbacks: list[keras.callbacks.Callback]) -> None:
         if name == "plain_fit":
             model.fit(
@@ -75,15 +89,19 @@ def _variant(
                 verbose=0,
             )
         else:
-            train(model, data, engine=name.split("_")[0], epochs=count, callbacks=callbacks)
+            engine = name.split("_")[0]
+            average = ema[0] if ema else None
+            train(model, data, engine=engine, epochs=count, callbacks=callbacks, ema=average)
 
     def run() -> float:
         callbacks, sink = [], None
-        if name.endswith("_tracked"):
+        if "_tracked" in name:
             # Created before the model, as `harness run` does, so start-up overlaps set-up.
             sink = _tracked_sink(root, name)
             callbacks = [MetricsLogger(sink, log_every_n_steps=log_every)]
-        model = _model(kind)
+        model = _model(kind, schedule=name.endswith("_schedule"))
+        if name.endswith("_ema"):
+            ema[:] = [WeightAverage(model, decay=0.999)]
         fit(model, 1, [])  # warm-up: trace the train function outside the timing
         if sink is not None:
             # Steady state: the writer process's one-time start-up (importing MLflow, ~2 s of
@@ -116,7 +134,9 @@ def main() -> None:
         default="mlp",
         help="mlp: digits_mlp.yaml's model; cnn: digits_cnn.yaml's model",
     )
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS + FEATURE_VARIANTS, default=VARIANTS
+    )
     args = parser.parse_args()
     names = args.variants
     data = _data(args.copies, args.batch_size, args.model)
@@ -142,7 +162,7 @@ def main() -> None:
     )
     for name in names:
         median = statistics.median(results[name])
-        print(f"  {name:17s} {median:8.0f} steps/s   ratio to {names[0]} {median / base:.3f}")
+        print(f"  {name:24s} {median:8.0f} steps/s   ratio to {names[0]} {median / base:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.config_loader import load_config
 from experiments.run import run_experiment
+from experiments.runs_table import runs_frame
 from tests.experiments.configs import write_config
 
 USER = "tests.experiments.user_code"
@@ -98,6 +100,12 @@ def test_ema_is_evaluated_snapshotted_and_logged_as_its_own_model(
     client = MlflowClient(mlflow_uri)
     run = client.get_run(result.run_id)
     assert len(result.history["val_ema_loss"]) == 2 and "val_ema_accuracy" in run.data.metrics
+    events = EventAccumulator(str(result.tensorboard_dir))
+    events.Reload()
+    tb = [e.value for e in events.Scalars("val_ema_loss")]
+    np.testing.assert_allclose(tb, result.history["val_ema_loss"], rtol=1e-6)
+    table = runs_frame(mlflow_uri, "ema")  # the `harness runs` columns
+    assert table.loc[0, "val_ema_loss"] == pytest.approx(result.history["val_ema_loss"][-1])
     snapshots = {a.path for a in client.list_artifacts(result.run_id, "ema")}
     assert snapshots == {"ema/epoch-001.weights.h5", "ema/epoch-002.weights.h5"}
     models = {
