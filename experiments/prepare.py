@@ -76,15 +76,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
     if config.ema is not None:
         from harness.ema import WeightAverage
 
-        e = config.ema
-        ema = WeightAverage(
-            model,
-            decay=e.decay,
-            warmup=e.warmup,
-            every_n_steps=e.every_n_steps,
-            start_step=e.start_step,
-            include_non_trainable=e.include_non_trainable,
-        )
+        settings = config.ema.model_dump(exclude={"snapshot_every_n_epochs"})
+        ema = WeightAverage(model, **settings)
     return Prepared(config, model, data, callbacks, sample_input, ema)
 
 

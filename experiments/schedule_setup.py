@@ -61,13 +61,5 @@ def build_plateau(config: ExperimentConfig, schedule: Any) -> Any | None:
         return None
     from harness.callbacks.plateau import PlateauReducer
 
-    plateau = config.plateau
-    return PlateauReducer(
-        schedule,
-        monitor=plateau.monitor,
-        factor=plateau.factor,
-        patience=plateau.patience,
-        cooldown=plateau.cooldown,
-        min_delta=plateau.min_delta,
-        mode=plateau.mode,
-    )
+    # The schedule's own floor is min_lr; the reducer takes the rest of the section.
+    return PlateauReducer(schedule, **config.plateau.model_dump(exclude={"min_lr"}))
