@@ -6,10 +6,12 @@ import csv
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -53,33 +55,37 @@ def test_sigterm_marks_the_run_killed_and_exits_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    db = tmp_path / "mlflow.db"
 
-        def running_run():
-            if not (tmp_path / "mlflow.db").exists():
-                return None
-            try:
-                runs = MlflowClient(uri).search_runs(["0", *_experiment_ids(uri)])
-            except Exception:
-                return None
-            found = [r for r in runs if r.info.status == "RUNNING"]
-            client = MlflowClient(uri)
-            if found and client.get_metric_history(found[0].info.run_id, "step/batch_loss"):
-                return found[0]
+    def running_run_id() -> str | None:
+        # Read the store read-only: a client would create MLflow's tables itself and race the
+        # harness's own initialisation of the same fresh database.
+        if not db.exists():
             return None
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+                row = conn.execute(
+                    "SELECT r.run_uuid FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid"
+                    " WHERE r.status = 'RUNNING' AND m.key = 'step/batch_loss' LIMIT 1"
+                ).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
 
-        run = _wait_for(running_run, 120, "a RUNNING run with step metrics")
+    try:
+        try:
+            run_id = _wait_for(running_run_id, 120, "a RUNNING run with step metrics")
+        except AssertionError as timeout:
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"{timeout}; harness exited {proc.returncode}:\n{err}") from None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
-
-
-def _experiment_ids(uri: str) -> list[str]:
-    return [e.experiment_id for e in MlflowClient(uri).search_experiments()]
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
 
 
 def _free_port() -> int:
