@@ -75,11 +75,12 @@ def build_train_function(
         # graph, the optimizer's `iterations += 1` depends on no data and would otherwise
         # run even when reading the batch fails at the end of the data (an extra "step").
         with tf.control_dependencies(_tensors(data)):
-            # Read before the update: the rate `apply_gradients` is about to apply
-            # (schedules and loss-scale wrappers included), not one recomputed later.
+            # Computed once, before the update, and applied by it: the logged rate is the
+            # one `apply_gradients` used (schedules and loss-scale wrappers included).
             learning_rate = tf.identity(optimizer.learning_rate)
             before = [tf.identity(v) for v in model.metrics_variables]
-            outputs = strategy.run(step, args=(_optionals_to_none(data),))
+            with keras_internals.applying_learning_rate(optimizer, learning_rate):
+                outputs = strategy.run(step, args=(_optionals_to_none(data),))
             logs = keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
             iterations = tf.identity(optimizer.iterations)
             if ema is not None:

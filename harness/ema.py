@@ -67,17 +67,27 @@ class WeightAverage:
         self.updates = keras.Variable(0, dtype="int64", trainable=False, name="ema_updates")
 
     def update(self, step: Any) -> None:
-        """Average in the current weights if `step` (updates so far) is due; graph-friendly."""
-        step = ops.cast(step, "int64")
-        due = ops.logical_and(step >= self.start_step, step % self.every_n_steps == 0)
+        """Average in the current weights if `step` (updates so far) is due; graph-friendly.
+
+        Written as `shadow -= (1 - d) * (shadow - weight)`: one subtract, one multiply and one
+        in-place update per weight, with `1 - d` computed once per call (and cast once per
+        dtype). The due / before-start logic is only traced when the settings need it.
+        """
         n = ops.cast(self.updates, "float32")
         decay = ops.minimum(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
-        # Not due: decay 1 keeps the shadow; before start_step it follows the weights (0).
-        before_start = step < self.start_step
-        decay = ops.where(due, decay, ops.where(before_start, 0.0, 1.0))
+        rate = ops.subtract(1.0, decay)
+        due: Any = 1
+        if self.every_n_steps > 1 or self.start_step > 0:
+            step = ops.cast(step, "int64")
+            due = ops.logical_and(step >= self.start_step, step % self.every_n_steps == 0)
+            # Not due: rate 0 keeps the shadow; before start_step it follows the weights (1).
+            rate = ops.where(due, rate, ops.where(step < self.start_step, 1.0, 0.0))
+        rates: dict[str, Any] = {}
         for shadow, weight in zip(self.shadows, self.weights, strict=True):
-            d = ops.cast(decay, shadow.dtype)
-            shadow.assign(d * shadow + (1.0 - d) * weight)
+            dtype = str(shadow.dtype)
+            if dtype not in rates:
+                rates[dtype] = ops.cast(rate, dtype)
+            shadow.assign_sub(rates[dtype] * (shadow - weight))
         self.updates.assign_add(ops.cast(due, "int64"))
 
     @contextmanager

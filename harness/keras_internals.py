@@ -11,6 +11,8 @@ minor version in `pyproject.toml`; if these move, only this module changes, and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from keras.src import backend as _backend
@@ -23,6 +25,7 @@ from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 __all__ = [
     "GeneratorDataAdapter",
+    "applying_learning_rate",
     "PyDatasetAdapter",
     "compute_loss",
     "drain_callbacks",
@@ -54,6 +57,23 @@ def compute_loss(
     return model._compute_loss(
         x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
     )
+
+
+@contextmanager
+def applying_learning_rate(optimizer: Any, value: Any) -> Iterator[None]:
+    """Inside the block, the optimizer's updates apply `value` as their learning rate.
+
+    `optimizer.learning_rate` evaluates a schedule each time it is read (in `apply`, and
+    again for weight decay); the step reads it once, logs that value and has the update
+    apply the same tensor, so the logged rate is the applied one and the schedule runs once
+    per step. A loss-scale wrapper reads its inner optimizer's rate.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner._get_current_learning_rate = lambda: value
+    try:
+        yield
+    finally:
+        del inner._get_current_learning_rate
 
 
 def loss_tracker(model: Any) -> Any:

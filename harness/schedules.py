@@ -26,7 +26,8 @@ class ConstantSchedule(LearningRateSchedule):
         self.learning_rate = float(learning_rate)
 
     def __call__(self, step: Any) -> Any:
-        return ops.cast(self.learning_rate, "float32") + ops.cast(step, "float32") * 0.0
+        del step
+        return ops.convert_to_tensor(self.learning_rate, "float32")
 
     def get_config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate}
@@ -45,16 +46,17 @@ class WarmupSchedule(LearningRateSchedule):
         self.schedule = schedule
         self.warmup_steps = int(warmup_steps)
         self.warmup_start = float(warmup_start)
+        # schedule(0) is a constant: computed once (eagerly, here), not at every step.
+        self._target = float(ops.convert_to_numpy(schedule(0)))
 
     def __call__(self, step: Any) -> Any:
         step = ops.cast(step, "float32")
-        after = self.schedule(ops.maximum(step - self.warmup_steps, 0.0))
+        after = ops.cast(self.schedule(ops.maximum(step - self.warmup_steps, 0.0)), "float32")
         if self.warmup_steps == 0:
             return after
-        target = ops.cast(self.schedule(0), "float32")
         fraction = ops.minimum(step / self.warmup_steps, 1.0)
-        warm = self.warmup_start + (target - self.warmup_start) * fraction
-        return ops.where(step < self.warmup_steps, warm, ops.cast(after, "float32"))
+        warm = self.warmup_start + (self._target - self.warmup_start) * fraction
+        return ops.where(step < self.warmup_steps, warm, after)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from harness import train
 from harness.callbacks import MetricsLogger
@@ -73,6 +74,31 @@ def test_logged_rate_is_the_schedules_formula(engine, name, settings, reference)
     # Update t (1-based) applies the rate at iterations = t - 1.
     expected = [_warmed(reference, warmup, start)(t - 1) for t in range(1, 31)]
     np.testing.assert_allclose([v for _, v in logged], expected, rtol=1e-5, atol=1e-8)
+
+
+class _CountingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self) -> None:
+        self.inner = build_schedule("cosine", LR, decay_steps=20, warmup_steps=3)
+        self.traced_calls = 0  # evaluations inside compiled calls (epoch rows read it eagerly)
+
+    def __call__(self, step: Any) -> Any:
+        self.traced_calls += not tf.executing_eagerly()
+        return self.inner(step)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_step_computes_its_rate_once_and_applies_that_value(engine: str) -> None:
+    # Keras reads `optimizer.learning_rate` in `apply` and again per variable for weight
+    # decay, each read evaluating the schedule: 6 evaluations per traced step here.
+    schedule = _CountingSchedule()
+    sink = InMemorySink()
+    model = make_model(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01))
+    train(model, make_data(), engine=engine, epochs=2, callbacks=[MetricsLogger(sink)])
+    assert schedule.traced_calls == 1  # one trace of the train call, one evaluation in it
+    assert float(model.optimizer.learning_rate) == pytest.approx(float(schedule.inner(20)))
+    expected = [float(schedule.inner(t - 1)) for t in range(1, 21)]
+    logged = [v for _, v in sink.history("step/learning_rate")]
+    np.testing.assert_allclose(logged, expected, rtol=1e-6)
 
 
 def test_schedules_reload_from_a_saved_model(tmp_path: Path) -> None:
