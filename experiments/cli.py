@@ -14,9 +14,12 @@ import typer
 
 from experiments.errors import UsageError
 
-# TensorFlow's C++ start-up chatter would bury our one-line messages; users can lower this.
+# TensorFlow's C++ log lines (start-up chatter, and `E0000 ... NodeDef mentions attribute`
+# when a tf.data graph is rewritten) would bury our one-line messages: hidden by default;
+# `--verbose` or a TF_CPP_MIN_LOG_LEVEL the user set brings them back. Errors still reach the
+# user as Python exceptions with TensorFlow's message.
 _USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # MLflow's HTTP client retries 7 times with back-off up to 2 minutes per request; our sinks
 # retry on top of that, so a wrong --tracking-uri would take many minutes to report. A small
 # budget per request keeps failures prompt; set these variables to override.
@@ -51,7 +54,7 @@ def run(
     ] = None,
     tracking_uri: TrackingUri = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Show TensorFlow's own start-up log lines.")
+        bool, typer.Option("--verbose", help="Show TensorFlow's own C++ log lines.")
     ] = False,
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
@@ -129,6 +132,8 @@ def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
     if "tensorflow" in sys.modules:
         return
     if verbose or _USER_TF_LOG_LEVEL is not None:
+        if _USER_TF_LOG_LEVEL is None:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         import tensorflow  # noqa: F401
 
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -133,6 +134,29 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_tensorflow_cpp_log_lines_stay_off_the_terminal_unless_verbose(tmp_path: Path) -> None:
+    """`harness run` on this GPU-less machine: no `I0000 ... oneDNN`, `E0000 ... cuInit` or
+    `E0000 ... NodeDef mentions attribute` lines (the fit engine's final predict rewrites a
+    tf.data graph and logged the last one); `--verbose` brings TensorFlow's lines back."""
+    harness = Path(sys.executable).with_name("harness")
+    config = ROOT / "experiments" / "configs" / "digits_mlp.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    cpp_line = re.compile(r"^[IWEF]\d{4} ", re.MULTILINE)
+    done = subprocess.run(
+        [str(harness), "run", str(config), "trainer.epochs=1"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not cpp_line.search(done.stderr), done.stderr
+    assert "run " in done.stdout and "finished" in done.stdout
+    verbose = subprocess.run(
+        [str(harness), "run", str(config), "trainer.epochs=1", "--verbose"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert verbose.returncode == 0, verbose.stderr
+    assert cpp_line.search(verbose.stderr), verbose.stderr
 
 
 def test_run_against_a_real_mlflow_server(in_tmp: Path, mlflow_server: str) -> None:
