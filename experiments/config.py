@@ -23,6 +23,27 @@ class DataSection(_Section):
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
     shuffle: bool = True
     drop_remainder: bool = False
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="linear: rates times batch_size / reference_batch_size"
+    )
+    reference_batch_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _reference_for_scaling(self) -> DataSection:
+        if self.lr_scaling == "linear" and self.reference_batch_size is None:
+            raise ValueError(
+                "data.lr_scaling linear scales the learning rate by batch_size / "
+                "reference_batch_size and needs data.reference_batch_size, e.g. "
+                f"data.reference_batch_size={self.batch_size}"
+            )
+        return self
+
+    @property
+    def lr_scale(self) -> float:
+        """What `lr_scaling` multiplies the learning rates by (Goyal et al.'s linear rule)."""
+        if self.lr_scaling == "linear" and self.reference_batch_size is not None:
+            return self.batch_size / self.reference_batch_size
+        return 1.0
 
 
 class OptimizerSection(_Section):

@@ -18,7 +18,7 @@ def description(config: ExperimentConfig, *, command: str | None) -> str:
         ("engine", trainer.engine),
         ("model", _named(config.model.name, config.model.params)),
         ("data", f"{_named(data.name, data.params)}, batch {data.batch_size}{split}"),
-        ("optimizer", f"{_named(opt.name, opt.params)}, learning rate {opt.learning_rate}"),
+        ("optimizer", f"{_named(opt.name, opt.params)}, learning rate {_rate(config)}"),
         ("loss", _spec(config.loss)),
         ("metrics", ", ".join(_spec(metric) for metric in config.metrics) or "none"),
         ("epochs", f"{trainer.epochs}, seed {trainer.seed}"),
@@ -26,6 +26,16 @@ def description(config: ExperimentConfig, *, command: str | None) -> str:
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     head = f"`{command}`\n\n" if command else ""
     return f"{head}| setting | value |\n| --- | --- |\n{table}\n"
+
+
+def _rate(config: ExperimentConfig) -> str:
+    rate, data = config.optimizer.learning_rate, config.data
+    if data.lr_scaling == "none":
+        return f"{rate}"
+    return (
+        f"{rate * data.lr_scale:g} ({rate} × batch {data.batch_size} / reference "
+        f"{data.reference_batch_size}, linear scaling)"
+    )
 
 
 def _spec(spec: Any) -> str:

@@ -11,6 +11,9 @@ from experiments.errors import UsageError
 def build_learning_rate(config: ExperimentConfig, steps_per_epoch: int | None) -> Any:
     """`optimizer.learning_rate`, or the schedule (wrapped for `plateau:`) built on it.
 
+    With `data.lr_scaling: linear`, every rate (the base rate, a piecewise schedule's values,
+    the end rate of a polynomial one) is scaled by `batch_size / reference_batch_size`, so
+    a search over batch sizes keeps comparable rates; the logged rate is the scaled one.
     Epoch-based settings (`every_epochs`, and `decay_steps` defaulting to the whole run) are
     converted with the epoch length, which must be known.
 
@@ -20,11 +23,16 @@ def build_learning_rate(config: ExperimentConfig, steps_per_epoch: int | None) -
     """
     from harness.schedules import PlateauSchedule, build_schedule
 
-    section, base = config.schedule, config.optimizer.learning_rate
+    scale = config.data.lr_scale
+    section, base = config.schedule, config.optimizer.learning_rate * scale
     if section is None and config.plateau is None:
         return base
     name = section.name if section is not None else "constant"
     settings = section.model_dump(exclude={"name"}, exclude_none=True) if section else {}
+    for rates in ("values", "end_learning_rate"):
+        if rates in settings:
+            value = settings[rates]
+            settings[rates] = [v * scale for v in value] if rates == "values" else value * scale
     warmup = int(settings.get("warmup_steps", 0))
     needs_length = "every_epochs" in settings or (
         name in ("cosine", "polynomial") and "decay_steps" not in settings

@@ -201,6 +201,12 @@ CASES = [
         ["must be a multiple of trainer.steps_per_execution", "steps_per_epoch=12"],
     ),
     (
+        "linear-lr-scaling-without-reference",
+        {"data.lr_scaling": "linear"},
+        [],
+        ["data.lr_scaling linear", "needs data.reference_batch_size", "reference_batch_size=32"],
+    ),
+    (
         "override-list-index",
         {"callbacks": [{"class_path": "keras.callbacks.EarlyStopping"}]},
         ["callbacks.3.init_args.patience=2"],

@@ -87,6 +87,29 @@ def test_a_config_schedule_with_warmup_and_plateau_is_applied_and_logged(
     assert params["schedule.name"] == "cosine" and params["plateau.monitor"] == "val_loss"
 
 
+def test_linear_lr_scaling_scales_every_rate_and_logs_the_scaled_one(
+    in_tmp: Path, mlflow_uri: str
+) -> None:
+    # Batch 32 against reference 16: every rate doubled, a piecewise schedule's values too.
+    changes = {
+        "trainer.epochs": 1,
+        "trainer.log_every_n_steps": 1,
+        "data.lr_scaling": "linear",
+        "data.reference_batch_size": 16,
+        "schedule": {"name": "piecewise", "boundaries": [4], "values": [0.01, 0.005]},
+        "tracking.experiment": "lr-scaling",
+    }
+    result = _run(in_tmp, mlflow_uri, **changes)
+    client = MlflowClient(mlflow_uri)
+    logged = [m.value for m in client.get_metric_history(result.run_id, "step/learning_rate")]
+    # Update t applies the rate at iterations t - 1; piecewise keeps values[0] up to 4.
+    np.testing.assert_allclose(logged, [0.02] * 5 + [0.01] * 3, rtol=1e-6)
+    run = client.get_run(result.run_id).data
+    assert run.params["data.lr_scaling"] == "linear"
+    assert run.params["data.reference_batch_size"] == "16"
+    assert "× batch 32 / reference 16, linear scaling" in run.tags["mlflow.note.content"]
+
+
 def test_ema_is_evaluated_snapshotted_and_logged_as_its_own_model(
     in_tmp: Path, mlflow_uri: str
 ) -> None:
