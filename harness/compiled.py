@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from harness import keras_internals
 from harness.engines import Engine
+from harness.gradients import GradientPipeline
 from harness.steps import Logs, Step
 
 Extras = dict[str, Any]
@@ -35,14 +36,26 @@ _COMPILED: weakref.WeakKeyDictionary[keras.Model, dict[tuple[Any, ...], Any]] = 
 
 
 def compiled_functions(
-    model: keras.Model, engine: Engine, *, ema: Any | None = None
+    model: keras.Model,
+    engine: Engine,
+    *,
+    ema: Any | None = None,
+    gradients: GradientPipeline | None = None,
 ) -> tuple[TrainFunction, TestFunction]:
     """The engine's compiled train and test calls for `model`, traced once per `compile()`.
 
     Like `Model.fit`, which keeps `model.train_function` between calls, a second `train()` of
     the same compiled model reuses the traced functions instead of tracing them again.
     """
-    settings = (engine.name, model.steps_per_execution, model.jit_compile, model.run_eagerly, ema)
+    settings = (
+        engine.name,
+        model.steps_per_execution,
+        model.jit_compile,
+        model.run_eagerly,
+        ema,
+        gradients,
+        len(model.trainable_variables),  # unfreezing layers retraces, once
+    )
     cached = _COMPILED.setdefault(model, {}).get(settings)
     # compile() makes a new loss tracker (and optimizer): a cached trace of the old is stale.
     compiled_with = (keras_internals.loss_tracker(model), model.optimizer)
@@ -52,7 +65,7 @@ def compiled_functions(
         or cached[0][1] is not compiled_with[1]
     ):
         functions = (
-            build_train_function(model, engine.train_step(model), ema=ema),
+            build_train_function(model, engine.train_step(model), ema=ema, gradients=gradients),
             build_test_function(model, engine.test_step(model)),
         )
         cached = _COMPILED[model][settings] = (compiled_with, functions)
@@ -60,15 +73,23 @@ def compiled_functions(
 
 
 def build_train_function(
-    model: keras.Model, step: Step, *, ema: Any | None = None
+    model: keras.Model,
+    step: Step,
+    *,
+    ema: Any | None = None,
+    gradients: GradientPipeline | None = None,
 ) -> TrainFunction:
-    """`fn(iterator) -> (logs, {"iterations", "learning_rate", "batch"})` over one execution.
+    """`fn(iterator) -> (logs, extras)` over one execution.
 
+    `extras`: `iterations`, `learning_rate`, `batch` (the last batch's own logs), `values`
+    (further per-step metrics: the gradient norm, skipped steps) and `halted_at`.
     With `ema` (a `WeightAverage`), its update runs right after each step's update, in the
-    same compiled call, in either engine.
+    same compiled call, in either engine, and only when the optimizer did update. With
+    `gradients` (a `GradientPipeline`), every update's gradients pass through it.
     """
     optimizer = model.optimizer
     strategy = model.distribute_strategy
+    gradients = gradients or GradientPipeline(model)
 
     def one_step(data: Any) -> tuple[Logs, Extras]:
         # Nothing of the step may run unless its batch arrived: inlined into the caller's
@@ -78,15 +99,27 @@ def build_train_function(
             # Computed once, before the update, and applied by it: the logged rate is the
             # one `apply_gradients` used (schedules and loss-scale wrappers included).
             learning_rate = tf.identity(optimizer.learning_rate)
+            updates_before = tf.identity(optimizer.iterations)
             before = [tf.identity(v) for v in model.metrics_variables]
-            with keras_internals.applying_learning_rate(optimizer, learning_rate):
+            with (
+                keras_internals.applying_learning_rate(optimizer, learning_rate),
+                gradients.installed(),
+            ):
                 outputs = strategy.run(step, args=(_optionals_to_none(data),))
             logs = keras_internals.reduce_per_replica(outputs, strategy, reduction="auto")
             iterations = tf.identity(optimizer.iterations)
             if ema is not None:
-                ema.update(iterations)  # post-update work: after apply_gradients, in graph
+                # Post-update work, in graph; a micro-batch or a skipped step updated nothing.
+                ema.update(iterations, applied=iterations > updates_before)
             batch = _batch_values(model, before, logs)
-        return logs, {"iterations": iterations, "learning_rate": learning_rate, "batch": batch}
+        extras = {
+            "iterations": iterations,
+            "learning_rate": learning_rate,
+            "batch": batch,
+            "values": gradients.step_values(),
+            "halted_at": gradients.halted_at(),
+        }
+        return logs, extras
 
     return _several_per_call(model, one_step)
 

@@ -66,8 +66,12 @@ class WeightAverage:
         ]
         self.updates = keras.Variable(0, dtype="int64", trainable=False, name="ema_updates")
 
-    def update(self, step: Any) -> None:
+    def update(self, step: Any, *, applied: Any = True) -> None:
         """Average in the current weights if `step` (updates so far) is due; graph-friendly.
+
+        `applied` (a boolean tensor) says whether the optimizer updated the weights at all
+        this step: a micro-batch of an accumulated update or a skipped step leaves the
+        average as it is.
 
         Written as `shadow -= (1 - d) * (shadow - weight)`: one subtract, one multiply and one
         in-place update per weight, with `1 - d` computed once per call (and cast once per
@@ -82,6 +86,9 @@ class WeightAverage:
             due = ops.logical_and(step >= self.start_step, step % self.every_n_steps == 0)
             # Not due: rate 0 keeps the shadow; before start_step it follows the weights (1).
             rate = ops.where(due, rate, ops.where(step < self.start_step, 1.0, 0.0))
+        if applied is not True:
+            due = applied if isinstance(due, int) else ops.logical_and(due, applied)
+            rate = ops.where(applied, rate, 0.0)
         rates: dict[str, Any] = {}
         for shadow, weight in zip(self.shadows, self.weights, strict=True):
             dtype = str(shadow.dtype)

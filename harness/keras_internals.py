@@ -32,11 +32,13 @@ __all__ = [
     "global_seed_state",
     "initial_epoch",
     "loss_tracker",
+    "optimizer_variables",
     "reduce_per_replica",
     "set_global_seed_state",
     "symbolic_build",
     "tf_global_generator",
     "unscale_loss_for_distribution",
+    "variable_index",
 ]
 
 
@@ -74,6 +76,16 @@ def applying_learning_rate(optimizer: Any, value: Any) -> Iterator[None]:
         yield
     finally:
         del inner._get_current_learning_rate
+
+
+def optimizer_variables(optimizer: Any) -> list[Any]:
+    """The trainable variables the optimizer was built on (its slots are indexed by them)."""
+    return list(optimizer._trainable_variables)
+
+
+def variable_index(optimizer: Any, variable: Any) -> int:
+    """The position of `variable` among `optimizer_variables(optimizer)`."""
+    return int(optimizer._get_variable_index(variable))
 
 
 def loss_tracker(model: Any) -> Any:

@@ -21,6 +21,7 @@ from harness.compiled import TestFunction, TrainFunction, compiled_functions
 from harness.data import EpochIterator, TrainingData
 from harness.ema import WeightAverage
 from harness.engines import Engine, EngineName, get_engine
+from harness.gradients import GradientPipeline, NonFiniteGradients
 from harness.state import CallbackStates, RandomState, StateRegistry, VariablesState
 from harness.step_events import STEP_EVENTS_PARAM, StepEventDispatcher
 from harness.stopping import StopSignal, TrainingInterrupted
@@ -39,6 +40,8 @@ class TrainingLoop:
         stop: a flag that stops training at the next step boundary (`stop_on_signals`).
         ema: a `WeightAverage` updated inside each compiled step; validation also evaluates
             its weights (`val_ema_*`).
+        gradients: a `GradientPipeline` every update's gradients pass through (accumulation,
+            the gradient norm, the NaN guard); default: no accumulation, `on_nan="raise"`.
 
     Example:
         >>> loop = TrainingLoop(model, prepare_data((x, y), batch_size=32), engine="custom")
@@ -58,6 +61,7 @@ class TrainingLoop:
         initial_epoch: int = 0,
         stop: StopSignal | None = None,
         ema: WeightAverage | None = None,
+        gradients: GradientPipeline | None = None,
     ) -> None:
         if not getattr(model, "compiled", False):
             raise ValueError(
@@ -70,6 +74,8 @@ class TrainingLoop:
         self.initial_epoch = initial_epoch
         self.stop = stop or StopSignal()
         self.ema = ema
+        self.gradients = gradients or GradientPipeline(model)
+        self._halt = _HaltWatch(self.gradients)
         strategy, per_call = model.distribute_strategy, int(model.steps_per_execution)
         self.train_data = EpochIterator(
             data.train, strategy=strategy, steps_per_epoch=steps_per_epoch,
@@ -101,6 +107,7 @@ class TrainingLoop:
         )
         self.state.register("data", self.train_data)  # replays data hooks before the RNGs
         self.state.register("random", RandomState())
+        self.state.register("gradients", self.gradients)
         if ema is not None:
             self.state.register("ema", ema)
         self.state.register("callbacks", CallbackStates(lambda: self.callbacks.callbacks))
@@ -126,6 +133,8 @@ class TrainingLoop:
         restoring, self._pending_state = self._pending_state, None
         if restoring is None:
             self.train_data.reset()
+            self.gradients.clear_halt()
+        self._halt.message = None
         self.callbacks.set_params(
             {
                 "verbose": 0,
@@ -138,7 +147,7 @@ class TrainingLoop:
         callbacks = self.callbacks.callbacks
         self._train_batch_hooks = _need_hooks(callbacks, _TRAIN_BATCH_HOOKS, step_events=True)
         self._test_batch_hooks = _need_hooks(callbacks, _TEST_BATCH_HOOKS, step_events=False)
-        events = StepEventDispatcher(callbacks)
+        events = StepEventDispatcher([*callbacks, self._halt])
         try:
             self.callbacks.on_train_begin()
             if restoring is not None:
@@ -162,8 +171,9 @@ class TrainingLoop:
         model = self.model
         if self._train_function is None:
             keras_internals.symbolic_build(model, self.train_data.element_spec)
+            self.gradients.build()
             self._train_function, self._test_function = compiled_functions(
-                model, self.engine, ema=self.ema
+                model, self.engine, ema=self.ema, gradients=self.gradients
             )
         return model
 
@@ -178,6 +188,7 @@ class TrainingLoop:
             callbacks.on_epoch_begin(self._epoch)
             logs = self._train_epoch(events)
             self._check_stop()
+            self._act_on_halt()
             epoch_logs = dict(_metrics_or_logs(model, logs))
             if self.validation_data is not None:
                 val_logs = self._evaluate()
@@ -189,6 +200,7 @@ class TrainingLoop:
                         ema_logs = self._evaluate(notify=False)
                     epoch_logs.update({f"val_ema_{k}": v for k, v in ema_logs.items()})
             events.flush()  # step events of the epoch reach their callbacks before its end
+            self._act_on_halt()
             callbacks.on_epoch_end(self._epoch, epoch_logs)
             training_logs = epoch_logs
             self._epoch += 1
@@ -210,7 +222,7 @@ class TrainingLoop:
                 if hooks:  # reading the logs here makes the training thread wait for the step
                     callbacks.on_train_batch_end(last, logs)
                 events.dispatch(last, logs, extras)
-                if model.stop_training or self.stop.requested:
+                if model.stop_training or self.stop.requested or self._halt.message:
                     break
         return logs
 
@@ -243,6 +255,28 @@ class TrainingLoop:
     def _check_stop(self) -> None:
         if self.stop.requested:
             raise TrainingInterrupted(self.stop.reason)
+
+    def _act_on_halt(self) -> None:
+        """After a non-finite update: raise (`on_nan="raise"`) or end training (`stop`)."""
+        if self._halt.message is None:
+            return
+        if self.gradients.on_nan == "raise":
+            raise NonFiniteGradients(self._halt.message)
+        self.model.stop_training = True
+
+
+class _HaltWatch:
+    """Notices, from the step events, that the gradient pipeline halted training."""
+
+    async_safe = True
+
+    def __init__(self, gradients: GradientPipeline) -> None:
+        self._gradients = gradients
+        self.message: str | None = None
+
+    def on_train_step_end(self, event: Any) -> None:
+        if self.message is None and event.halted_at:
+            self.message = self._gradients.on_halt(event.halted_at, event.batch_logs)
 
 
 class _Position:

@@ -28,9 +28,11 @@ class StepEnd:
         learning_rate: the rate the execution's last update applied.
         logs: the batch logs as numbers (Keras's running means of the epoch so far).
         batch_logs: the same keys, the values of the execution's last batch alone.
+        values: further per-step metrics of the update (`grad_norm`, `skipped_steps`, ...).
+        halted_at: the update whose gradients halted training (`on_nan`), 0 if none.
 
-    `learning_rate`, `logs` and `batch_logs` are read from the step's tensors when first
-    used, so a callback that logs every 10th step pays for reading them every 10th step.
+    `learning_rate`, `logs`, `batch_logs` and `values` are read from the step's tensors when
+    first used, so a callback that logs every 10th step pays for reading them every 10th step.
     """
 
     __slots__ = (
@@ -39,9 +41,12 @@ class StepEnd:
         "_raw_learning_rate",
         "_raw_logs",
         "_raw_batch_logs",
+        "_raw_values",
+        "_raw_halted_at",
         "_learning_rate",
         "_logs",
         "_batch_logs",
+        "_values",
     )
 
     def __init__(
@@ -51,14 +56,19 @@ class StepEnd:
         learning_rate: Any,
         logs: Mapping[str, Any],
         batch_logs: Mapping[str, Any] | None = None,
+        *,
+        values: Mapping[str, Any] | None = None,
+        halted_at: Any = 0,
     ) -> None:
         self.batch = batch
         self.step = step
         self._raw_learning_rate, self._raw_logs = learning_rate, logs
         self._raw_batch_logs = logs if batch_logs is None else batch_logs
+        self._raw_values, self._raw_halted_at = values or {}, halted_at
         self._learning_rate: float | None = None
         self._logs: dict[str, float] | None = None
         self._batch_logs: dict[str, float] | None = None
+        self._values: dict[str, float] | None = None
 
     @property
     def learning_rate(self) -> float:
@@ -77,6 +87,16 @@ class StepEnd:
         if self._batch_logs is None:
             self._batch_logs = scalar_logs(self._raw_batch_logs)
         return self._batch_logs
+
+    @property
+    def values(self) -> dict[str, float]:
+        if self._values is None:
+            self._values = scalar_logs(self._raw_values)
+        return self._values
+
+    @property
+    def halted_at(self) -> int:
+        return int(self._raw_halted_at)
 
     def __repr__(self) -> str:
         return f"StepEnd(batch={self.batch}, step={self.step})"
@@ -131,6 +151,8 @@ class StepEventDispatcher:
             extras["learning_rate"],
             logs,
             extras.get("batch"),
+            values=extras.get("values"),
+            halted_at=extras.get("halted_at", 0),
         )
         for callback in self._listeners:
             callback.on_train_step_end(event)

@@ -10,6 +10,7 @@ import keras
 from harness.data import TrainingData
 from harness.ema import WeightAverage
 from harness.engines import Engine, EngineName
+from harness.gradients import GradientPipeline
 from harness.loop import TrainingLoop
 from harness.stopping import StopSignal
 
@@ -26,6 +27,7 @@ def train(
     initial_epoch: int = 0,
     stop: StopSignal | None = None,
     ema: WeightAverage | None = None,
+    gradients: GradientPipeline | None = None,
 ) -> keras.callbacks.History:
     """Train a compiled model with the chosen engine; both run the same loop and callbacks.
 
@@ -46,6 +48,7 @@ def train(
         initial_epoch=initial_epoch,
         stop=stop,
         ema=ema,
+        gradients=gradients,
     )
     try:
         history = loop.run()

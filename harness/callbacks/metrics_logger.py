@@ -28,7 +28,8 @@ class MetricsLogger(keras.callbacks.Callback):
 
     Every `log_every_n_steps` optimizer updates, the values of that update's batch go out as
     `step/batch_<name>` (`step/batch_loss`, `step/batch_accuracy`, ...) along with
-    `step/learning_rate`, the rate the update applied. At each epoch end the epoch logs
+    `step/learning_rate`, the rate the update applied, and the step's own values
+    (`step/grad_norm` before clipping, `step/skipped_steps`, `step/loss_scale`). At each epoch end the epoch logs
     (`loss`, `val_loss`, ...) go out under their own names with `learning_rate` (the rate of the
     next update), `epoch` (counted from 1), `epoch_time_s` and `steps_per_sec`, and the sink is
     flushed (without waiting; the flush at train end waits). Vector-valued metrics are logged
@@ -100,7 +101,13 @@ class MetricsLogger(keras.callbacks.Callback):
         previous, self._last_step = self._last_step, event.step
         self._train_end = time.perf_counter()
         if event.step // self.every > previous // self.every:
-            self._log_step(event.batch_logs, event.step, event.learning_rate, kind="batch_")
+            self._log_step(
+                event.batch_logs,
+                event.step,
+                event.learning_rate,
+                kind="batch_",
+                values=event.values,
+            )
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._step_events:
@@ -136,10 +143,18 @@ class MetricsLogger(keras.callbacks.Callback):
         self.sink.flush()
 
     def _log_step(
-        self, logs: dict[str, float], step: int, learning_rate: float, *, kind: str
+        self,
+        logs: dict[str, float],
+        step: int,
+        learning_rate: float,
+        *,
+        kind: str,
+        values: Mapping[str, float] | None = None,
     ) -> None:
         metrics = {f"{self.step_prefix}{kind}{k}": v for k, v in self._select(logs).items()}
         metrics[f"{self.step_prefix}learning_rate"] = learning_rate
+        for name, value in (values or {}).items():  # grad_norm, skipped_steps, loss_scale
+            metrics[f"{self.step_prefix}{name}"] = value
         self.sink.log_metrics(metrics, step=step)
 
     def _fit_applied_lr(self, step: int) -> float:

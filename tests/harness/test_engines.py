@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from harness.gradients import GradientPipeline
 from harness import train
 from harness.data import prepare_data
 from harness.step_events import StepEnd
@@ -98,7 +99,11 @@ def test_terminate_on_nan_stops_both_engines_where_model_fit_stops() -> None:
         if engine == "reference":
             history = model.fit(dataset, epochs=3, callbacks=callbacks, verbose=0)
         else:
-            history = train(model, data, engine=engine, epochs=3, callbacks=callbacks)
+            # skip_step keeps the harness's own NaN guard from stopping first.
+            gradients = GradientPipeline(model, on_nan="skip_step")
+            history = train(
+                model, data, engine=engine, epochs=3, callbacks=callbacks, gradients=gradients
+            )
         stopped[engine] = (seen, len(history.epoch), model.stop_training)
     assert stopped["reference"] == ([0, 1, 2, 3], 1, True)
     assert stopped["fit"] == stopped["custom"] == stopped["reference"]

@@ -119,7 +119,8 @@ def test_selected_keys_only_and_a_missing_one_warns_with_the_available_keys() ->
     keys = {key for key, _, _ in sink.metrics}
     assert {key for key in keys if key.startswith("step/")} == {
         "step/batch_loss",
-        "step/learning_rate",
+        "step/learning_rate",  # the step's own values are not log keys: always there
+        "step/grad_norm",
     }
     assert _steps(sink, "step/batch_loss") == [5, 10]
     assert "accuracy" not in keys and _steps(sink, "loss") == [10]

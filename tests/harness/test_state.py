@@ -40,7 +40,16 @@ def test_a_captured_state_continues_bit_for_bit_here_and_in_a_fresh_process(
         loop.run()
     assert int(loop.model.optimizer.iterations) == 15
     state = loop.capture_state()
-    assert set(state) == {"model", "metrics", "optimizer", "data", "random", "callbacks", "loop"}
+    assert set(state) == {
+        "model",
+        "metrics",
+        "optimizer",
+        "data",
+        "random",
+        "callbacks",
+        "loop",
+        "gradients",
+    }
     state_file = tmp_path / "state.pkl"
     state_file.write_bytes(pickle.dumps(state))
 

@@ -1,0 +1,212 @@
+"""Between the gradients and the update: accumulation, the gradient norm, the NaN guard.
+
+Both engines hand their gradients to the optimizer's `apply` — Keras's `train_step`, a user's
+override, our GradientTape step alike. While the compiled step is traced, `GradientPipeline`
+stands in front of the optimizer's `apply` (the inner one under loss scaling, so it sees
+unscaled gradients), so all of this is identical in both engines and runs inside the
+compiled call, with no extra pass over the gradients:
+
+1. With `accumulation_steps: k`, gradients are summed over k micro-batches and the k-th hands
+   their mean on; `optimizer.iterations`, and so schedules, EMA and `step/*`, count updates.
+2. The global norm of what would be applied is computed once: logged as `step/grad_norm`
+   (before clipping, which Keras's `apply` does next) and checked for NaN / Inf.
+3. A non-finite norm never reaches the weights. `skip_step` counts it (`skipped_steps`) and
+   goes on; `raise` and `stop` halt: no later update is applied either, and the loop, told
+   through the step's outputs without waiting for them, raises or stops at the next boundary.
+
+Keras's own clipping (`clipnorm`, `clipvalue`, `global_clipnorm`) and decoupled weight decay
+then run inside `apply` on what the pipeline passes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, get_args
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from harness import keras_internals
+
+NanPolicy = Literal["raise", "stop", "skip_step"]
+NAN_POLICIES: tuple[str, ...] = get_args(NanPolicy)
+
+
+class NonFiniteGradients(RuntimeError):
+    """Training halted: an update's gradients were NaN or infinite (`on_nan: raise`)."""
+
+
+class GradientPipeline:
+    """Accumulates, measures and guards one model's gradients inside its compiled step.
+
+    Args:
+        model: the compiled model whose optimizer applies the gradients.
+        accumulation_steps: micro-batches per optimizer update.
+        on_nan: what a non-finite gradient norm does: `raise` (default), `stop` (end training
+            as `TerminateOnNaN` does) or `skip_step` (leave weights, optimizer state and EMA
+            as they are, count the step, go on).
+
+    Example:
+        >>> pipeline = GradientPipeline(model, accumulation_steps=4, on_nan="skip_step")
+        >>> train(model, data, gradients=pipeline)
+    """
+
+    def __init__(
+        self, model: keras.Model, *, accumulation_steps: int = 1, on_nan: NanPolicy = "raise"
+    ) -> None:
+        if accumulation_steps < 1:
+            raise ValueError(
+                "`accumulation_steps` must be >= 1. Received: "
+                f"accumulation_steps={accumulation_steps}"
+            )
+        if on_nan not in NAN_POLICIES:
+            raise ValueError(
+                f"`on_nan` must be one of {', '.join(NAN_POLICIES)}. Received: on_nan={on_nan!r}"
+            )
+        self.model = model
+        self.accumulation_steps = int(accumulation_steps)
+        self.on_nan = on_nan
+        self.halt_reason: str | None = None  # set when a halt was seen (raise, stop)
+        self._variables: dict[str, Any] | None = None
+        self._accumulators: list[Any] = []
+
+    def build(self) -> None:
+        """Create the pipeline's variables; after the optimizer is built, before tracing."""
+        if self._variables is not None:
+            return
+        optimizer = _inner(self.model.optimizer)
+        with self.model.distribute_strategy.scope():
+            self._variables = {
+                "grad_norm": keras.Variable(0.0, "float32", trainable=False, name="grad_norm"),
+                "skipped_steps": keras.Variable(0, "int64", trainable=False, name="skipped"),
+                # The update number whose gradients were not finite; 0: none (raise, stop).
+                "halted_at": keras.Variable(0, "int64", trainable=False, name="halted_at"),
+                "micro_steps": keras.Variable(0, "int64", trainable=False, name="micro_steps"),
+            }
+            if self.accumulation_steps > 1:
+                self._accumulators = [
+                    keras.Variable(
+                        np.zeros(v.shape, v.dtype), trainable=False, name=f"accumulated_{i}"
+                    )
+                    for i, v in enumerate(keras_internals.optimizer_variables(optimizer))
+                ]
+
+    def clear_halt(self) -> None:
+        """Forget a halt (a new `run()`); updates apply again."""
+        self.halt_reason = None
+        if self._variables is not None:
+            self._variables["halted_at"].assign(0)
+
+    def step_values(self) -> dict[str, Any]:
+        """What a compiled step logs: `grad_norm`, and `skipped_steps` under `skip_step`."""
+        state = self._state()
+        names = ["grad_norm"] + (["skipped_steps"] if self.on_nan == "skip_step" else [])
+        return {name: tf.identity(state[name]) for name in names}
+
+    def halted_at(self) -> Any:
+        """The update whose gradients halted training (0: none), as a tensor of the step."""
+        return tf.identity(self._state()["halted_at"])
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Inside the block (while a step is traced), updates go through the pipeline."""
+        self.build()
+        optimizer = _inner(self.model.optimizer)
+        original = optimizer.apply
+        optimizer.apply = lambda grads, trainable_variables=None: self._apply(
+            original, grads, trainable_variables
+        )
+        try:
+            yield
+        finally:
+            del optimizer.apply
+
+    def _apply(self, original: Any, grads: Any, variables: Any) -> None:
+        optimizer = _inner(self.model.optimizer)
+        if variables is None:
+            variables = keras_internals.optimizer_variables(optimizer)
+        variables = list(variables)
+        grads = list(grads)
+        if self.accumulation_steps == 1:
+            self._guarded(original, grads, variables)
+            return
+        state = self._state()
+        k = self.accumulation_steps
+        sums = [self._accumulators[keras_internals.variable_index(optimizer, v)] for v in variables]
+        for total, grad in zip(sums, grads, strict=True):
+            if grad is not None:
+                total.assign_add(ops.cast(grad, total.dtype))
+        state["micro_steps"].assign_add(1)
+
+        def update() -> None:
+            mean = [
+                None if g is None else ops.divide(total, k)
+                for g, total in zip(grads, sums, strict=True)
+            ]
+            self._guarded(original, mean, variables)
+            for total in sums:
+                total.assign(ops.zeros_like(total))
+
+        ops.cond(ops.equal(state["micro_steps"] % k, 0), update, lambda: None)
+
+    def _guarded(self, original: Any, grads: list[Any], variables: list[Any]) -> None:
+        state = self._state()
+        present = [ops.cast(g, "float32") for g in grads if g is not None]
+        norm = tf.linalg.global_norm(present) if present else ops.zeros((), "float32")
+        state["grad_norm"].assign(norm)
+        finite = ops.isfinite(norm)  # a NaN or Inf anywhere makes the norm NaN or Inf
+        if self.on_nan == "skip_step":
+
+            def skip() -> None:
+                state["skipped_steps"].assign_add(1)
+
+            ops.cond(finite, lambda: original(grads, variables), skip)
+            return
+        halted = state["halted_at"]
+        iterations = _inner(self.model.optimizer).iterations
+
+        def halt() -> None:
+            first = ops.equal(halted, 0)
+            halted.assign(ops.where(first, ops.cast(iterations, "int64") + 1, halted))
+
+        ops.cond(
+            ops.logical_and(finite, ops.equal(halted, 0)),
+            lambda: original(grads, variables),
+            halt,
+        )
+
+    def _state(self) -> dict[str, Any]:
+        assert self._variables is not None
+        return self._variables
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resume needs: counters and the partial sums of an update."""
+        values = {name: np.array(v.numpy()) for name, v in self._state().items()}
+        return {**values, "accumulated": [np.array(a.numpy()) for a in self._accumulators]}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.build()
+        for name, variable in self._state().items():
+            variable.assign(state[name])
+        for total, value in zip(self._accumulators, state["accumulated"], strict=True):
+            total.assign(value)
+
+    def on_halt(self, step: int, batch_logs: Mapping[str, float]) -> str:
+        """The line that says where training halted; kept in `halt_reason`."""
+        bad = [f"{k}={v}" for k, v in batch_logs.items() if not np.isfinite(v)]
+        seen = f" (batch {', '.join(bad)})" if bad else ""
+        self.halt_reason = (
+            f"the gradients of optimizer update {step} are not finite{seen}; "
+            f"trainer.on_nan={self.on_nan} halted training there, before that update. Lower "
+            "the learning rate, clip the gradients (optimizer.clipnorm or "
+            "optimizer.global_clipnorm), or set trainer.on_nan=skip_step to skip such updates"
+        )
+        return self.halt_reason
+
+
+def _inner(optimizer: Any) -> Any:
+    """The optimizer that applies unscaled gradients (inside a loss-scale wrapper)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
