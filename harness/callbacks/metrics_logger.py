@@ -29,12 +29,13 @@ class MetricsLogger(keras.callbacks.Callback):
     Every `log_every_n_steps` optimizer updates, the values of that update's batch go out as
     `step/batch_<name>` (`step/batch_loss`, `step/batch_accuracy`, ...) along with
     `step/learning_rate`, the rate the update applied, and the step's own values
-    (`step/grad_norm` before clipping, `step/skipped_steps`, `step/loss_scale`). At each epoch end the epoch logs
-    (`loss`, `val_loss`, ...) go out under their own names with `learning_rate` (the rate of the
-    next update), `epoch` (counted from 1), `epoch_time_s` and `steps_per_sec`, and the sink is
-    flushed (without waiting; the flush at train end waits). Vector-valued metrics are logged
-    per component (`f1_score/0`, `f1_score/1`, ...). The `batch_` names keep step charts apart
-    from epoch charts in MLflow, which titles a chart by the name after the `step/` group.
+    (`step/grad_norm` before clipping, `step/skipped_steps`, `step/loss_scale`). At each
+    epoch end the epoch logs (`loss`, `val_loss`, ...) go out under their own names with
+    `learning_rate` (the rate of the next update), `epoch` (counted from 1), `epoch_time_s`
+    and `steps_per_sec`, and the sink is flushed (without waiting; the flush at train end
+    waits). Vector-valued metrics are logged per component (`f1_score/0`, `f1_score/1`, ...).
+    The `batch_` names keep step charts apart from epoch charts in MLflow, which titles a
+    chart by the name after the `step/` group.
 
     In the harness's loop the step, the rate and the batch values come out of the compiled
     step itself (`on_train_step_end`), so they are exact with accumulated, skipped or

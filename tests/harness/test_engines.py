@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness.gradients import GradientPipeline
 from harness import train
 from harness.data import prepare_data
+from harness.gradients import GradientPipeline
 from harness.step_events import StepEnd
 from tests.harness.problems import EventRecorder, digits, make_data, make_model
 
