@@ -20,7 +20,7 @@ then run inside `apply` on what the pipeline passes on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
 
@@ -48,6 +48,8 @@ class GradientPipeline:
         on_nan: what a non-finite gradient norm does: `raise` (default), `stop` (end training
             as `TerminateOnNaN` does) or `skip_step` (leave weights, optimizer state and EMA
             as they are, count the step, go on).
+        lr_multipliers: `(variable, multiplier)` pairs: those variables' updates (and their
+            decoupled weight decay) apply the step's learning rate times the multiplier.
 
     Example:
         >>> pipeline = GradientPipeline(model, accumulation_steps=4, on_nan="skip_step")
@@ -55,7 +57,12 @@ class GradientPipeline:
     """
 
     def __init__(
-        self, model: keras.Model, *, accumulation_steps: int = 1, on_nan: NanPolicy = "raise"
+        self,
+        model: keras.Model,
+        *,
+        accumulation_steps: int = 1,
+        on_nan: NanPolicy = "raise",
+        lr_multipliers: Sequence[tuple[Any, float]] = (),
     ) -> None:
         if accumulation_steps < 1:
             raise ValueError(
@@ -69,6 +76,7 @@ class GradientPipeline:
         self.model = model
         self.accumulation_steps = int(accumulation_steps)
         self.on_nan = on_nan
+        self.lr_multipliers = [(v, float(m)) for v, m in lr_multipliers if float(m) != 1.0]
         self.halt_reason: str | None = None  # set when a halt was seen (raise, stop)
         self._variables: dict[str, Any] | None = None
         self._accumulators: list[Any] = []
@@ -120,7 +128,11 @@ class GradientPipeline:
             original, grads, trainable_variables
         )
         try:
-            yield
+            if self.lr_multipliers:
+                with keras_internals.scaling_learning_rates(optimizer, self.lr_multipliers):
+                    yield
+            else:
+                yield
         finally:
             del optimizer.apply
 

@@ -11,7 +11,7 @@ minor version in `pyproject.toml`; if these move, only this module changes, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,16 +29,19 @@ __all__ = [
     "PyDatasetAdapter",
     "compute_loss",
     "drain_callbacks",
+    "exclude_from_weight_decay",
     "global_seed_state",
     "initial_epoch",
     "loss_tracker",
     "optimizer_variables",
     "reduce_per_replica",
+    "scaling_learning_rates",
     "set_global_seed_state",
     "symbolic_build",
     "tf_global_generator",
     "unscale_loss_for_distribution",
     "variable_index",
+    "variable_key",
 ]
 
 
@@ -86,6 +89,61 @@ def optimizer_variables(optimizer: Any) -> list[Any]:
 def variable_index(optimizer: Any, variable: Any) -> int:
     """The position of `variable` among `optimizer_variables(optimizer)`."""
     return int(optimizer._get_variable_index(variable))
+
+
+def variable_key(optimizer: Any, variable: Any) -> Any:
+    """The key the optimizer knows a variable by (a Keras variable, its `tf.Variable`, or a
+    distributed one's container: all the same key)."""
+    return optimizer._var_key(variable)
+
+
+def exclude_from_weight_decay(optimizer: Any, variables: list[Any]) -> None:
+    """`optimizer.exclude_from_weight_decay(var_list=variables)`, also once it is built."""
+    optimizer._exclude_from_weight_decay = {optimizer._var_key(v) for v in variables}
+    optimizer._exclude_from_weight_decay_pattern = None
+    optimizer._exclude_from_weight_decay_cache = {}
+
+
+@contextmanager
+def scaling_learning_rates(
+    optimizer: Any, multipliers: Sequence[tuple[Any, float]]
+) -> Iterator[None]:
+    """Inside the block, each `(variable, m)`'s update and decoupled decay apply rate × m.
+
+    `update_step(gradient, variable, learning_rate)` gets the scaled rate; the decay, which
+    reads `optimizer.learning_rate` itself, runs per group of equal multipliers with the rate
+    scaled (inside `applying_learning_rate`, the step's rate).
+    """
+    factors = {optimizer._var_key(v): float(m) for v, m in multipliers}
+    update_step, decay = optimizer.update_step, optimizer._apply_weight_decay
+
+    def scaled_update_step(gradient: Any, variable: Any, learning_rate: Any) -> Any:
+        factor = factors.get(optimizer._var_key(variable))
+        if factor is not None:
+            learning_rate = learning_rate * factor
+        return update_step(gradient, variable, learning_rate)
+
+    def scaled_decay(variables: Any) -> None:
+        groups: dict[float, list[Any]] = {}
+        for variable in variables:
+            groups.setdefault(factors.get(optimizer._var_key(variable), 1.0), []).append(variable)
+        had_rate = "_get_current_learning_rate" in vars(optimizer)
+        rate = optimizer._get_current_learning_rate
+        try:
+            for factor, group in groups.items():
+                optimizer._get_current_learning_rate = lambda f=factor: rate() * f
+                decay(group)
+        finally:
+            if had_rate:
+                optimizer._get_current_learning_rate = rate
+            else:
+                del optimizer._get_current_learning_rate
+
+    optimizer.update_step, optimizer._apply_weight_decay = scaled_update_step, scaled_decay
+    try:
+        yield
+    finally:
+        del optimizer.update_step, optimizer._apply_weight_decay
 
 
 def loss_tracker(model: Any) -> Any:

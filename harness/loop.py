@@ -97,6 +97,7 @@ class TrainingLoop:
         self._epoch = 0  # the epoch in progress, or the next one to start
         self._pending_state: dict[str, Any] | None = None
         self._train_function: TrainFunction | None = None
+        self._trainable_count = 0
         self._test_function: TestFunction | None = None
         self._train_batch_hooks = self._test_batch_hooks = True
         self.state = StateRegistry()
@@ -172,10 +173,14 @@ class TrainingLoop:
         if self._train_function is None:
             keras_internals.symbolic_build(model, self.train_data.element_spec)
             self.gradients.build()
-            self._train_function, self._test_function = compiled_functions(
-                model, self.engine, ema=self.ema, gradients=self.gradients
-            )
+            self._compile_functions()
         return model
+
+    def _compile_functions(self) -> None:
+        self._trainable_count = len(self.model.trainable_variables)
+        self._train_function, self._test_function = compiled_functions(
+            self.model, self.engine, ema=self.ema, gradients=self.gradients
+        )
 
     def _run_epochs(self, events: StepEventDispatcher) -> dict[str, Any] | None:
         model, callbacks = self.model, self.callbacks
@@ -186,6 +191,8 @@ class TrainingLoop:
             if not resumed:
                 model.reset_metrics()  # a run resumed mid-epoch keeps its restored metrics
             callbacks.on_epoch_begin(self._epoch)
+            if len(model.trainable_variables) != self._trainable_count:
+                self._compile_functions()  # layers (un)frozen: one retrace, not one per step
             logs = self._train_epoch(events)
             self._check_stop()
             self._act_on_halt()
