@@ -16,7 +16,7 @@ import keras
 from harness import keras_internals
 from harness.finetune import all_layers
 
-NORMALIZATION_LAYERS: tuple[type, ...] = (
+NORMALIZATION_LAYERS: tuple[type[keras.layers.Layer], ...] = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
     keras.layers.GroupNormalization,
@@ -36,10 +36,8 @@ def undecayed_variables(
     """
     weights = list(model.weights)
     if exclude is None:
-        normalization = {
-            id(v) for layer in all_layers(model) if isinstance(layer, NORMALIZATION_LAYERS)
-            for v in layer.weights
-        }  # fmt: skip
+        norms = [layer for layer in all_layers(model) if isinstance(layer, NORMALIZATION_LAYERS)]
+        normalization = {id(v) for layer in norms for v in layer.weights}
         return [v for v in weights if v.name == "bias" or id(v) in normalization]
     paths = [weight_path(model, v) for v in weights]
     for pattern in exclude:
