@@ -35,15 +35,17 @@ from harness import train  # noqa: E402
 from harness.callbacks import MetricsLogger  # noqa: E402
 from harness.data import TrainingData, prepare_data  # noqa: E402
 from harness.ema import WeightAverage  # noqa: E402
+from harness.gradients import GradientPipeline  # noqa: E402
 from harness.schedules import build_schedule  # noqa: E402
 from tracking import FanOutSink, MlflowSink, TensorBoardSink  # noqa: E402
 
 VARIANTS = ["plain_fit", "fit_untracked", "custom_untracked", "fit_tracked", "custom_tracked"]
-# The same tracked run with an EMA of the weights (decay 0.999, every step), or with a warm-up +
-# cosine schedule: `--variants custom_tracked custom_tracked_ema custom_tracked_schedule`.
-FEATURE_VARIANTS = [
-    f"{engine}_tracked_{feature}" for engine in ("fit", "custom") for feature in ("ema", "schedule")
-]
+# The same tracked run with a feature: an EMA of the weights (decay 0.999, every step), a
+# warm-up + cosine schedule, `bare` (no gradient norm, no NaN guard: the baseline they are
+# measured against), `skip` (trainer.on_nan: skip_step) or `accum` (accumulation_steps 4 of
+# batches 4× smaller, per optimizer update): `--variants custom_tracked custom_tracked_ema`.
+FEATURES = ("ema", "schedule", "bare", "skip", "accum")
+FEATURE_VARIANTS = [f"{e}_tracked_{f}" for e in ("fit", "custom") for f in FEATURES]
 
 
 def _model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
@@ -78,6 +80,7 @@ def _variant(
     """Return a function that trains `epochs` epochs after a warm-up and gives steps/sec."""
 
     ema: list[WeightAverage] = []
+    gradients: list[GradientPipeline] = []
 
     def fit(model: keras.Model, count: int, callbacks: list[keras.callbacks.Callback]) -> None:
         if name == "plain_fit":
@@ -91,7 +94,9 @@ def _variant(
         else:
             engine = name.split("_")[0]
             average = ema[0] if ema else None
-            train(model, data, engine=engine, epochs=count, callbacks=callbacks, ema=average)
+            pipeline = gradients[0] if gradients else None
+            train(model, data, engine=engine, epochs=count, callbacks=callbacks, ema=average,
+                  gradients=pipeline)  # fmt: skip
 
     def run() -> float:
         callbacks, sink = [], None
@@ -102,6 +107,14 @@ def _variant(
         model = _model(kind, schedule=name.endswith("_schedule"))
         if name.endswith("_ema"):
             ema[:] = [WeightAverage(model, decay=0.999)]
+        settings = {
+            "_bare": {"measure": False},
+            "_skip": {"on_nan": "skip_step"},
+            "_accum": {"accumulation_steps": 4},
+        }
+        for suffix, options in settings.items():
+            if name.endswith(suffix):
+                gradients[:] = [GradientPipeline(model, **options)]
         fit(model, 1, [])  # warm-up: trace the train function outside the timing
         if sink is not None:
             # Steady state: the writer process's one-time start-up (importing MLflow, ~2 s of
@@ -140,6 +153,12 @@ def main() -> None:
     args = parser.parse_args()
     names = args.variants
     data = _data(args.copies, args.batch_size, args.model)
+    # Accumulation: the same examples per update, in 4 micro-batches of a quarter the size.
+    micro = (
+        _data(args.copies, args.batch_size // 4, args.model)
+        if any(n.endswith("_accum") for n in names)
+        else data
+    )
     results: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -148,7 +167,14 @@ def main() -> None:
             shift = repeat % len(names)
             for name in names[shift:] + names[:shift]:
                 results[name].append(
-                    _variant(name, root, data, args.epochs, args.model, args.log_every)()
+                    _variant(
+                        name,
+                        root,
+                        micro if name.endswith("_accum") else data,
+                        args.epochs,
+                        args.model,
+                        args.log_every,
+                    )()
                 )
             print(
                 f"repeat {repeat + 1}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names),

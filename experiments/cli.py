@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from experiments.errors import UsageError
+from experiments.errors import TrainingFailed, UsageError
 
 # TensorFlow's C++ log lines (start-up chatter, and `E0000 ... NodeDef mentions attribute`
 # when a tf.data graph is rewritten) would bury our one-line messages: hidden by default;
@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return UsageError.exit_code
+    except TrainingFailed as error:  # the run is in the store, marked FAILED with the reason
+        print(f"harness: training failed: {error}", file=sys.stderr)
+        return TrainingFailed.exit_code
     except typer.Exit as done:
         return int(done.exit_code)
     except typer.Abort:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,10 +48,42 @@ class DataSection(_Section):
         return 1.0
 
 
+CLIPPING_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
 class OptimizerSection(_Section):
     name: str = "adam"
     learning_rate: float = Field(1e-3, gt=0.0)
     params: dict[str, Any] = Field(default_factory=dict)
+    weight_decay: float | None = Field(None, ge=0.0, description="decoupled, times the rate")
+    weight_decay_exclude: list[str] | None = Field(
+        None, description="glob patterns of weight paths; default: biases, normalization"
+    )
+    clipnorm: float | None = Field(None, gt=0.0, description="each gradient's norm")
+    clipvalue: float | None = Field(None, gt=0.0, description="each gradient element")
+    global_clipnorm: float | None = Field(None, gt=0.0, description="all gradients' norm")
+
+    @model_validator(mode="after")
+    def _one_meaning_per_setting(self) -> OptimizerSection:
+        clipping = [key for key in CLIPPING_KEYS if getattr(self, key) is not None]
+        if len(clipping) > 1:
+            raise ValueError(
+                f"optimizer: {' and '.join(clipping)} contradict each other (Keras clips one "
+                "way): keep one of clipnorm, clipvalue, global_clipnorm"
+            )
+        keys = ("weight_decay", *CLIPPING_KEYS)
+        twice = [k for k in keys if k in self.params and getattr(self, k) is not None]
+        if twice:
+            raise ValueError(
+                f"optimizer.params.{twice[0]} duplicates optimizer.{twice[0]}: set it once, "
+                f"as optimizer.{twice[0]}"
+            )
+        return self
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The optimizer's own arguments: `params` plus decay and clipping where set."""
+        keys = ("weight_decay", *CLIPPING_KEYS)
+        return {**self.params, **{k: getattr(self, k) for k in keys if getattr(self, k)}}
 
 
 ScheduleName = Literal[
@@ -150,6 +184,8 @@ class TrainerSection(_Section):
     deterministic: bool = False
     log_every_n_steps: int = Field(10, ge=1)
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer update")
+    on_nan: Literal["raise", "stop", "skip_step"] = "raise"
 
     @model_validator(mode="after")
     def _whole_executions(self) -> TrainerSection:
@@ -161,6 +197,36 @@ class TrainerSection(_Section):
                 f"trainer.steps_per_epoch ({spe}) must be a multiple of "
                 f"trainer.steps_per_execution ({per_call}); e.g. set steps_per_epoch="
                 f"{(spe // per_call + 1) * per_call}"
+            )
+        if spe is not None and spe % self.accumulation_steps:
+            raise ValueError(
+                accumulation_mismatch(spe, self.accumulation_steps, "trainer.steps_per_epoch")
+            )
+        return self
+
+
+def accumulation_mismatch(batches: int, k: int, source: str) -> str:
+    """The line for an epoch that does not split into whole accumulated updates."""
+    return (
+        f"trainer.accumulation_steps ({k}) must divide the epoch's {batches} batches (from "
+        f"{source}), or an update would mix two epochs' batches: set "
+        f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
+    )
+
+
+class FinetuneSection(_Section):
+    """Freeze layers (glob patterns on names), unfreeze them later, per-layer rates."""
+
+    freeze: list[str] = Field(default_factory=list)
+    unfreeze_at_epoch: int | None = Field(None, ge=2, description="counted from 1")
+    layer_lr: dict[str, float] = Field(default_factory=dict, description="pattern: multiplier")
+
+    @model_validator(mode="after")
+    def _unfreeze_needs_freeze(self) -> FinetuneSection:
+        if self.unfreeze_at_epoch is not None and not self.freeze:
+            raise ValueError(
+                "finetune.unfreeze_at_epoch unfreezes the layers of finetune.freeze, which is "
+                "empty: list the layers to freeze, e.g. finetune.freeze=['conv*']"
             )
         return self
 
@@ -196,11 +262,15 @@ class ExperimentConfig(_Section):
     schedule: ScheduleSection | None = None
     plateau: PlateauSection | None = None
     ema: EmaSection | None = None
+    finetune: FinetuneSection | None = None
     loss: str | NamedSpec
     metrics: list[str | NamedSpec] = Field(default_factory=list)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+
+_PARAM_KEY = re.compile(r"[\w\-. :/]+")  # what MLflow allows in a param's name
 
 
 def flatten(config: ExperimentConfig) -> dict[str, str]:
@@ -212,7 +282,10 @@ def flatten(config: ExperimentConfig) -> dict[str, str]:
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and not all(map(_PARAM_KEY.fullmatch, value)):
+            # Keys MLflow cannot name a param by (glob patterns: "conv*"): one JSON param.
+            flat[prefix] = json.dumps(value)
+        elif isinstance(value, dict) and value:
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item)
         elif isinstance(value, list) and value and any(isinstance(v, dict) for v in value):

@@ -10,3 +10,9 @@ class UsageError(Exception):
     """
 
     exit_code = 2
+
+
+class TrainingFailed(Exception):
+    """Training ended in failure the run records (diverged, halted by `trainer.on_nan`)."""
+
+    exit_code = 1

@@ -22,6 +22,8 @@ class Prepared:
     callbacks: list[Any] = field(default_factory=list)
     sample_input: Any | None = None  # a few real model inputs, None for generators
     ema: Any | None = None  # harness.ema.WeightAverage when `ema:` is set
+    gradients: Any | None = None  # harness.gradients.GradientPipeline
+    parameter_counts: dict[str, int] = field(default_factory=dict)
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
@@ -34,7 +36,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
     model_factory = registry.resolve_factory(config.model.name, registry.MODELS, what="model.name")
     data_factory = registry.resolve_factory(config.data.name, registry.DATASETS, what="data.name")
     opt = config.optimizer
-    registry.build_optimizer(opt.name, opt.learning_rate, opt.params)  # bad names fail early
+    settings = opt.optimizer_settings()
+    registry.build_optimizer(opt.name, opt.learning_rate, settings)  # bad names fail early
     loss = registry.resolve_loss(config.loss)
     metrics = [registry.resolve_metric(name, i) for i, name in enumerate(config.metrics)]
     callbacks = [
@@ -56,14 +59,15 @@ def prepare(config: ExperimentConfig) -> Prepared:
         raise UsageError(f"data ({config.data.name}): {error}") from None
     _check_steps_per_epoch(data.train, config)
     steps_per_epoch = config.trainer.steps_per_epoch or getattr(data.train, "num_batches", None)
+    _check_accumulation(steps_per_epoch, config)
     learning_rate = build_learning_rate(config, steps_per_epoch)
-    optimizer = registry.build_optimizer(opt.name, learning_rate, opt.params)
+    optimizer = registry.build_optimizer(opt.name, learning_rate, settings)
     plateau = build_plateau(config, learning_rate)
     if plateau is not None:
         callbacks.insert(0, plateau)  # before the user's callbacks and the logger see the logs
     sample_input = data.peek_input()
     model = _call_factory(model_factory, config.model.params, what="model")
-    _check_model_fits_data(model, sample_input, config)
+    _check_model_fits_data(model, sample_input, data.train.element_spec, config)
     model.compile(
         optimizer=optimizer,
         loss=loss,
@@ -71,6 +75,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         steps_per_execution=config.trainer.steps_per_execution,
         jit_compile=config.trainer.jit_compile,
     )
+    gradients = _finetune_and_gradients(model, config, callbacks)
     _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
     ema = None
     if config.ema is not None:
@@ -78,7 +83,45 @@ def prepare(config: ExperimentConfig) -> Prepared:
 
         settings = config.ema.model_dump(exclude={"snapshot_every_n_epochs"})
         ema = WeightAverage(model, **settings)
-    return Prepared(config, model, data, callbacks, sample_input, ema)
+    from harness.finetune import parameter_counts
+
+    counts = parameter_counts(model)
+    return Prepared(config, model, data, callbacks, sample_input, ema, gradients, counts)
+
+
+def _finetune_and_gradients(model: Any, config: ExperimentConfig, callbacks: list[Any]) -> Any:
+    """Freeze and unfreeze, per-layer rates, undecayed weights; the gradient pipeline."""
+    from harness.finetune import Unfreezer, build_optimizer_for, freeze, layer_multipliers
+    from harness.gradients import GradientPipeline
+    from harness.weight_decay import exclude_from_weight_decay
+
+    section = config.finetune
+    try:
+        exclude_from_weight_decay(model, config.optimizer.weight_decay_exclude)
+        multipliers = layer_multipliers(model, section.layer_lr) if section else []
+        if section is not None and section.freeze:
+            frozen = freeze(model, section.freeze)
+            build_optimizer_for(model, frozen)
+            if section.unfreeze_at_epoch is not None:
+                callbacks.insert(0, Unfreezer(frozen, at_epoch=section.unfreeze_at_epoch))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    trainer = config.trainer
+    return GradientPipeline(
+        model,
+        accumulation_steps=trainer.accumulation_steps,
+        on_nan=trainer.on_nan,
+        lr_multipliers=multipliers,
+    )
+
+
+def _check_accumulation(steps_per_epoch: int | None, config: ExperimentConfig) -> None:
+    from experiments.config import accumulation_mismatch
+
+    k = config.trainer.accumulation_steps
+    if steps_per_epoch is not None and steps_per_epoch % k:
+        where = "trainer.steps_per_epoch" if config.trainer.steps_per_epoch else "the data"
+        raise UsageError(accumulation_mismatch(steps_per_epoch, k, where))
 
 
 def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
@@ -102,12 +145,22 @@ def _check_steps_per_epoch(train: Any, config: ExperimentConfig) -> None:
         )
 
 
-def _check_model_fits_data(model: Any, sample: Any, config: ExperimentConfig) -> None:
-    """Run the model on two real inputs now, so a shape mismatch is bad input, not a crash."""
-    if sample is None:
-        return
+def _check_model_fits_data(
+    model: Any, sample: Any, data_spec: Any, config: ExperimentConfig
+) -> None:
+    """Run the model on two real inputs now, so a shape mismatch is bad input, not a crash.
+
+    Without a sample (a generator), a zero batch of the data's spec builds the model's
+    weights, which freezing, per-layer rates and weight decay pick from.
+    """
     import tensorflow as tf
 
+    def zeros(spec: Any) -> Any:
+        return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
+
+    if sample is None:
+        spec = data_spec[0] if isinstance(data_spec, tuple) else data_spec
+        sample = tf.nest.map_structure(zeros, spec)
     try:
         model(tf.nest.map_structure(lambda part: part[:2], sample), training=False)
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:

@@ -18,12 +18,12 @@ import yaml
 from experiments import run_record
 from experiments.compare_view import publish_compare_view
 from experiments.config import ExperimentConfig, flatten
-from experiments.errors import UsageError
+from experiments.errors import TrainingFailed, UsageError
 from experiments.prepare import Prepared, prepare
 from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
 from experiments.ui_links import VIEW_KEY, run_url, runs_view_url, ui_address
-from harness.stopping import StopSignal, stop_on_signals
+from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,10 @@ def run_experiment(
             sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
             history = _train_and_log(prepared, sink, stop)
             view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
+    except (NonFiniteGradients, TrainingFailed) as failed:
+        with signals_deferred():
+            sink.close("FAILED", error=str(failed))
+        raise TrainingFailed(str(failed)) from None
     except KeyboardInterrupt as interrupted:
         reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
@@ -124,6 +128,7 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
 
     config = prepared.config
     sink.log_params(flatten(config))
+    sink.log_params({f"model.{k}": str(v) for k, v in prepared.parameter_counts.items()})
     for dataset in run_record.dataset_records(config, prepared.data):
         sink.log_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +152,7 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
         validation_steps=trainer.validation_steps,
         stop=stop,
         ema=prepared.ema,
+        gradients=prepared.gradients,
         # The logger goes last, so it sees what the user's callbacks changed at epoch end
         # (ReduceLROnPlateau's new rate); the progress display goes first.
         callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, *extra, logger],
@@ -168,6 +174,9 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
                 step=step,
                 metrics=ema_metrics,
             )
+    halted = prepared.gradients.halt_reason if prepared.gradients is not None else None
+    if halted is not None:  # trainer.on_nan: stop ended training; what it made is logged
+        raise TrainingFailed(halted)
     return values
 
 

@@ -30,13 +30,12 @@ import tensorflow as tf
 from keras import ops
 
 from harness import keras_internals
+from harness.stopping import NonFiniteGradients
+
+__all__ = ["NAN_POLICIES", "GradientPipeline", "NanPolicy", "NonFiniteGradients"]
 
 NanPolicy = Literal["raise", "stop", "skip_step"]
 NAN_POLICIES: tuple[str, ...] = get_args(NanPolicy)
-
-
-class NonFiniteGradients(RuntimeError):
-    """Training halted: an update's gradients were NaN or infinite (`on_nan: raise`)."""
 
 
 class GradientPipeline:
@@ -50,6 +49,8 @@ class GradientPipeline:
             as they are, count the step, go on).
         lr_multipliers: `(variable, multiplier)` pairs: those variables' updates (and their
             decoupled weight decay) apply the step's learning rate times the multiplier.
+        measure: False hands the gradients on untouched — no norm, no NaN guard (the
+            baseline `benchmarks/overhead.py` measures them against).
 
     Example:
         >>> pipeline = GradientPipeline(model, accumulation_steps=4, on_nan="skip_step")
@@ -63,6 +64,7 @@ class GradientPipeline:
         accumulation_steps: int = 1,
         on_nan: NanPolicy = "raise",
         lr_multipliers: Sequence[tuple[Any, float]] = (),
+        measure: bool = True,
     ) -> None:
         if accumulation_steps < 1:
             raise ValueError(
@@ -76,6 +78,7 @@ class GradientPipeline:
         self.model = model
         self.accumulation_steps = int(accumulation_steps)
         self.on_nan = on_nan
+        self.measure = measure
         self.lr_multipliers = [(v, float(m)) for v, m in lr_multipliers if float(m) != 1.0]
         self.halt_reason: str | None = None  # set when a halt was seen (raise, stop)
         self._variables: dict[str, Any] | None = None
@@ -111,7 +114,8 @@ class GradientPipeline:
     def step_values(self) -> dict[str, Any]:
         """What a compiled step logs: `grad_norm`, and `skipped_steps` under `skip_step`."""
         state = self._state()
-        names = ["grad_norm"] + (["skipped_steps"] if self.on_nan == "skip_step" else [])
+        names = ["grad_norm"] if self.measure else []
+        names += ["skipped_steps"] if self.on_nan == "skip_step" and self.measure else []
         return {name: tf.identity(state[name]) for name in names}
 
     def halted_at(self) -> Any:
@@ -165,6 +169,9 @@ class GradientPipeline:
         ops.cond(ops.equal(state["micro_steps"] % k, 0), update, lambda: None)
 
     def _guarded(self, original: Any, grads: list[Any], variables: list[Any]) -> None:
+        if not self.measure:
+            original(grads, variables)
+            return
         state = self._state()
         present = [ops.cast(g, "float32") for g in grads if g is not None]
         norm = tf.linalg.global_norm(present) if present else ops.zeros((), "float32")

@@ -23,6 +23,10 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.reason = reason
 
 
+class NonFiniteGradients(RuntimeError):
+    """Training halted: an update's gradients were NaN or infinite (`on_nan: raise`)."""
+
+
 class StopSignal:
     """A request to stop training at the next step boundary; safe to set from any thread.
 

@@ -48,3 +48,13 @@ class ScaledCrossentropy(keras.losses.Loss):
 def logits_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
     """A user's loss function."""
     return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def poisoned_digits(limit: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Digits with a NaN sample weight at example 100: batch 3 of 32 (update 4) is NaN."""
+    from experiments.datasets import load_digits
+
+    x, y = load_digits(limit)
+    weight = np.ones(len(x), dtype="float32")
+    weight[100] = np.nan
+    return x, y, weight
