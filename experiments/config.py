@@ -186,6 +186,7 @@ class TrainerSection(_Section):
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer update")
     on_nan: Literal["raise", "stop", "skip_step"] = "raise"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
 
     @model_validator(mode="after")
     def _whole_executions(self) -> TrainerSection:

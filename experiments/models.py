@@ -2,6 +2,9 @@
 
 The contract a user's own factory follows: a callable taking the keyword arguments in
 `model.params` and returning an uncompiled, built `keras.Model` (start it with `keras.Input`).
+Under `trainer.precision: mixed_*` the factory is called with that Keras dtype policy set; give
+the final layer `dtype="float32"`, as these do (a no-op in float32), so the outputs and the loss
+stay float32.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def build_mlp(
         x = keras.layers.Dense(units, activation=activation)(x)
         if dropout:
             x = keras.layers.Dropout(dropout)(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
@@ -45,7 +50,9 @@ def build_cnn(
     x = keras.layers.Dense(dense_units, activation="relu")(x)
     if dropout:
         x = keras.layers.Dropout(dropout)(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 
@@ -59,5 +66,5 @@ def build_regression_mlp(
     x = inputs
     for units in hidden_units:
         x = keras.layers.Dense(units, activation="relu")(x)
-    prediction = keras.layers.Dense(outputs, name="prediction")(x)
+    prediction = keras.layers.Dense(outputs, name="prediction", dtype="float32")(x)
     return keras.Model(inputs, prediction, name="regression_mlp")

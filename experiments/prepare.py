@@ -66,8 +66,12 @@ def prepare(config: ExperimentConfig) -> Prepared:
     if plateau is not None:
         callbacks.insert(0, plateau)  # before the user's callbacks and the logger see the logs
     sample_input = data.peek_input()
-    model = _call_factory(model_factory, config.model.params, what="model")
+    from harness.precision import dtype_policy
+
+    with dtype_policy(config.trainer.precision):  # layers take the policy they are built in
+        model = _call_factory(model_factory, config.model.params, what="model")
     _check_model_fits_data(model, sample_input, data.train.element_spec, config)
+    _check_precision(model, loss, data.train, config)
     model.compile(
         optimizer=optimizer,
         loss=loss,
@@ -170,6 +174,37 @@ def _check_model_fits_data(
             f"({config.data.name}): {first_line}. Make model.params (e.g. input_shape) match "
             "the data"
         ) from None
+
+
+def _check_precision(model: Any, loss: Any, train: Any, config: ExperimentConfig) -> None:
+    """Warn where mixed precision would compute the outputs or the loss in 16 bits."""
+    import warnings
+
+    from harness.precision import float16_outputs, returns_float16
+
+    precision = config.trainer.precision
+    if precision == "float32":
+        return
+    low = float16_outputs(model)
+    if low:
+        warnings.warn(
+            f"trainer.precision={precision}: model ({config.model.name}) outputs "
+            f"{', '.join(low)} in 16 bits; the loss and its gradients lose precision. Give the "
+            "final layer dtype='float32' (e.g. keras.layers.Dense(10, dtype='float32'))",
+            stacklevel=3,
+        )
+    arrays = getattr(train, "arrays", None)
+    if precision != "mixed_float16" or arrays is None or len(arrays) < 2:
+        return
+    x, y = (part[:2] for part in arrays[:2])
+    if returns_float16(loss, y, model(x, training=False)):
+        name = getattr(config.loss, "name", config.loss)
+        warnings.warn(
+            f"trainer.precision=mixed_float16: loss ({name}) returns float16, whose "
+            "largest value is 65504: a scaled loss overflows and its gradients lose "
+            "precision. Compute the loss in float32 (keras.ops.cast(y_pred, 'float32'))",
+            stacklevel=3,
+        )
 
 
 def _check_tensorboard_dir(directory: Path) -> None:

@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras import ops
 
 from harness import keras_internals
+from harness.precision import loss_scale
 from harness.stopping import NonFiniteGradients
 
 __all__ = ["NAN_POLICIES", "GradientPipeline", "NanPolicy", "NonFiniteGradients"]
@@ -112,11 +113,16 @@ class GradientPipeline:
             self._variables["halted_at"].assign(0)
 
     def step_values(self) -> dict[str, Any]:
-        """What a compiled step logs: `grad_norm`, and `skipped_steps` under `skip_step`."""
+        """What a compiled step logs: `grad_norm`, `skipped_steps` under `skip_step`, and
+        `loss_scale` under dynamic loss scaling (mixed_float16)."""
         state = self._state()
         names = ["grad_norm"] if self.measure else []
         names += ["skipped_steps"] if self.on_nan == "skip_step" and self.measure else []
-        return {name: tf.identity(state[name]) for name in names}
+        values = {name: tf.identity(state[name]) for name in names}
+        scale = loss_scale(self.model.optimizer)
+        if scale is not None:
+            values["loss_scale"] = tf.identity(scale)
+        return values
 
     def halted_at(self) -> Any:
         """The update whose gradients halted training (0: none), as a tensor of the step."""

@@ -68,3 +68,42 @@ def test_nan_gradients_end_the_run_failed_with_the_step_named(
     # stop ends training like TerminateOnNaN: what it made is still logged.
     logged = {m.name for m in client.search_logged_models([run.info.experiment_id])}
     assert ("model" in logged) == (on_nan == "stop")
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_mixed_float16_logs_the_loss_scale_and_the_precision(
+    engine: str, in_tmp: Path, mlflow_uri: str
+) -> None:
+    changes = {
+        "trainer.engine": engine,
+        "trainer.precision": "mixed_float16",
+        "trainer.epochs": 1,
+        "tracking.tensorboard_dir": str(in_tmp / "tb"),
+        "tracking.experiment": f"precision-{engine}",
+    }
+    result = run_experiment(load_config(write_config(in_tmp, changes)), tracking_uri=mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["trainer.precision"] == "mixed_float16"
+    scales = client.get_metric_history(result.run_id, "step/loss_scale")
+    assert [m.step for m in scales] == [2, 4, 6, 8]  # 8 batches, logged every 2 updates
+    assert {m.value for m in scales} == {2.0**15}  # no overflow on digits
+    assert run.info.status == "FINISHED"
+
+
+def test_mixed_float16_warns_of_16_bit_outputs_and_losses(in_tmp: Path) -> None:
+    from experiments.prepare import prepare
+
+    low_loss = {"trainer.precision": "mixed_float16"}
+    low_loss["loss"] = "tests.experiments.user_code:float16_crossentropy"
+    with pytest.warns(UserWarning, match=r"loss \(tests.*float16_crossentropy\) returns float16"):
+        prepare(load_config(write_config(in_tmp, low_loss)))
+    low_output = {
+        "trainer.precision": "mixed_float16",
+        "model": {"name": "tests.experiments.user_code:build_model"},
+        "data": {"name": "tests.experiments.user_code:make_data", "batch_size": 16},
+        "loss": "mse",
+        "metrics": [],
+    }
+    with pytest.warns(UserWarning, match=r"outputs .* in 16 bits.*dtype='float32'"):
+        prepare(load_config(write_config(in_tmp, low_output)))

@@ -58,3 +58,9 @@ def poisoned_digits(limit: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarra
     weight = np.ones(len(x), dtype="float32")
     weight[100] = np.nan
     return x, y, weight
+
+
+def float16_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
+    """A user's loss that computes in float16 (what mixed_float16 warns about)."""
+    loss = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+    return keras.ops.cast(loss, "float16")
