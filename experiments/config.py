@@ -187,6 +187,8 @@ class TrainerSection(_Section):
     accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer update")
     on_nan: Literal["raise", "stop", "skip_step"] = "raise"
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    distribute: Literal["none", "mirrored"] = "none"
+    devices: list[str] | None = Field(None, min_length=1, description="e.g. [GPU:0, GPU:1]")
 
     @model_validator(mode="after")
     def _whole_executions(self) -> TrainerSection:
@@ -198,6 +200,12 @@ class TrainerSection(_Section):
                 f"trainer.steps_per_epoch ({spe}) must be a multiple of "
                 f"trainer.steps_per_execution ({per_call}); e.g. set steps_per_epoch="
                 f"{(spe // per_call + 1) * per_call}"
+            )
+        if self.devices is not None and self.distribute == "none":
+            raise ValueError(
+                f"trainer.devices ({', '.join(self.devices)}) picks the devices of "
+                "trainer.distribute=mirrored, and trainer.distribute is none: set "
+                "trainer.distribute=mirrored, or drop trainer.devices"
             )
         if spe is not None and spe % self.accumulation_steps:
             raise ValueError(

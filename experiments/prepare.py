@@ -61,36 +61,72 @@ def prepare(config: ExperimentConfig) -> Prepared:
     steps_per_epoch = config.trainer.steps_per_epoch or getattr(data.train, "num_batches", None)
     _check_accumulation(steps_per_epoch, config)
     learning_rate = build_learning_rate(config, steps_per_epoch)
-    optimizer = registry.build_optimizer(opt.name, learning_rate, settings)
-    plateau = build_plateau(config, learning_rate)
-    if plateau is not None:
-        callbacks.insert(0, plateau)  # before the user's callbacks and the logger see the logs
     sample_input = data.peek_input()
     from harness.precision import dtype_policy
 
-    with dtype_policy(config.trainer.precision):  # layers take the policy they are built in
-        model = _call_factory(model_factory, config.model.params, what="model")
-    _check_model_fits_data(model, sample_input, data.train.element_spec, config)
-    _check_precision(model, loss, data.train, config)
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=metrics,
-        steps_per_execution=config.trainer.steps_per_execution,
-        jit_compile=config.trainer.jit_compile,
-    )
-    gradients = _finetune_and_gradients(model, config, callbacks)
-    _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
-    ema = None
-    if config.ema is not None:
-        from harness.ema import WeightAverage
+    # Under a strategy, the model, its optimizer and every variable beside them (EMA shadows,
+    # the gradient pipeline's) are created in its scope: mirrored, saved as one model.
+    with _strategy(config).scope():
+        optimizer = registry.build_optimizer(opt.name, learning_rate, settings)
+        plateau = build_plateau(config, learning_rate)
+        if plateau is not None:
+            callbacks.insert(0, plateau)  # before the user's callbacks and the logger see logs
+        with dtype_policy(config.trainer.precision):  # layers take the policy they are built in
+            model = _call_factory(model_factory, config.model.params, what="model")
+        _check_model_fits_data(model, sample_input, data.train.element_spec, config)
+        _check_precision(model, loss, data.train, config)
+        model.compile(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            steps_per_execution=config.trainer.steps_per_execution,
+            jit_compile=config.trainer.jit_compile,
+        )
+        gradients = _finetune_and_gradients(model, config, callbacks)
+        _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
+        ema = None
+        if config.ema is not None:
+            from harness.ema import WeightAverage
 
-        settings = config.ema.model_dump(exclude={"snapshot_every_n_epochs"})
-        ema = WeightAverage(model, **settings)
+            settings = config.ema.model_dump(exclude={"snapshot_every_n_epochs"})
+            ema = WeightAverage(model, **settings)
     from harness.finetune import parameter_counts
 
     counts = parameter_counts(model)
     return Prepared(config, model, data, callbacks, sample_input, ema, gradients, counts)
+
+
+def _strategy(config: ExperimentConfig) -> Any:
+    """The distribution strategy of `trainer.distribute` (the default one for `none`)."""
+    import tensorflow as tf
+
+    trainer = config.trainer
+    if trainer.distribute == "none":
+        return tf.distribute.get_strategy()
+    from harness.devices import mirrored_strategy
+
+    try:
+        strategy = mirrored_strategy(trainer.devices)
+    except ValueError as error:
+        raise UsageError(f"trainer.devices: {str(error).removeprefix('`devices`: ')}") from None
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        import warnings
+
+        (device,) = strategy.extended.worker_devices
+        warnings.warn(
+            f"trainer.distribute=mirrored over one device ({device}) runs as that device "
+            "alone would, plus synchronisation. Make more devices visible (GPUs, "
+            "CUDA_VISIBLE_DEVICES, trainer.devices) or set trainer.distribute=none",
+            stacklevel=3,
+        )
+    if config.data.batch_size % replicas:
+        raise UsageError(
+            f"data.batch_size ({config.data.batch_size}) must be a multiple of the {replicas} "
+            "devices of trainer.distribute=mirrored (the global batch, split evenly between "
+            f"them): set data.batch_size={(config.data.batch_size // replicas + 1) * replicas}"
+        )
+    return strategy
 
 
 def _finetune_and_gradients(model: Any, config: ExperimentConfig, callbacks: list[Any]) -> Any:

@@ -160,7 +160,7 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
     values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)
     # The final epoch's metrics (logged at this step) are linked to the logged model.
-    step = int(prepared.model.optimizer.iterations)
+    step = int(prepared.model.optimizer.iterations.numpy())
     final = {key: column[-1] for key, column in values.items() if column}
     example = _input_example(prepared)
     sink.log_model(prepared.model, name="model", input_example=example, step=step, metrics=final)

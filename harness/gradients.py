@@ -132,19 +132,44 @@ class GradientPipeline:
     def installed(self) -> Iterator[None]:
         """Inside the block (while a step is traced), updates go through the pipeline."""
         self.build()
-        optimizer = _inner(self.model.optimizer)
-        original = optimizer.apply
-        optimizer.apply = lambda grads, trainable_variables=None: self._apply(
+        inner = _inner(self.model.optimizer)
+        original = inner.apply
+        inner.apply = lambda grads, trainable_variables=None: self._apply(
             original, grads, trainable_variables
         )
+        patched = [inner]
+        if self.model.distribute_strategy.num_replicas_in_sync > 1:
+            patched += self._sum_across_replicas_first()
         try:
             if self.lr_multipliers:
-                with keras_internals.scaling_learning_rates(optimizer, self.lr_multipliers):
+                with keras_internals.scaling_learning_rates(inner, self.lr_multipliers):
                     yield
             else:
                 yield
         finally:
-            del optimizer.apply
+            for optimizer in patched:
+                for name in ("apply", "_all_reduce_sum_gradients"):
+                    optimizer.__dict__.pop(name, None)
+
+    def _sum_across_replicas_first(self) -> list[Any]:
+        """Under a strategy of several replicas, sum the gradients across them on the way in.
+
+        Keras sums them only inside the inner optimizer's update, after clipping, so a norm,
+        a NaN check or a clip before it would see one replica's share. Summed on entry (the
+        loss of each replica is already divided by their number), everything after — loss
+        scaling's overflow check, our norm, accumulation, Keras's clipping — sees the
+        gradient of the global batch, the same on every replica, and Keras must not sum it
+        again.
+        """
+        outer, inner = self.model.optimizer, _inner(self.model.optimizer)
+        entry = outer.apply  # the pipeline itself when there is no loss-scale wrapper
+
+        def summed_apply(grads: Any, trainable_variables: Any = None) -> None:
+            entry(_sum_over_replicas(list(grads)), trainable_variables)
+
+        outer.apply = summed_apply
+        inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+        return [outer]
 
     def _apply(self, original: Any, grads: Any, variables: Any) -> None:
         optimizer = _inner(self.model.optimizer)
@@ -152,6 +177,28 @@ class GradientPipeline:
             variables = keras_internals.optimizer_variables(optimizer)
         variables = list(variables)
         grads = list(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            self._update(original, grads, variables)
+            return
+
+        # Several replicas, holding the same (summed) gradients: decide once, in cross-replica
+        # context, where a branch may hold the update's synchronisation (not so in a
+        # replica's), and apply in every replica.
+        def in_cross_replica(strategy: Any, grads: list[Any]) -> None:
+            first = [
+                None if g is None else strategy.experimental_local_results(g)[0] for g in grads
+            ]
+
+            def apply_in_replicas(grads: list[Any], variables: list[Any]) -> None:
+                strategy.extended.call_for_each_replica(original, args=(grads, variables))
+
+            self._update(apply_in_replicas, first, variables)
+
+        context.merge_call(in_cross_replica, args=(grads,))
+
+    def _update(self, original: Any, grads: list[Any], variables: list[Any]) -> None:
+        optimizer = _inner(self.model.optimizer)
         if self.accumulation_steps == 1:
             self._guarded(original, grads, variables)
             return
@@ -230,6 +277,17 @@ class GradientPipeline:
             "optimizer.global_clipnorm), or set trainer.on_nan=skip_step to skip such updates"
         )
         return self.halt_reason
+
+
+def _sum_over_replicas(grads: list[Any]) -> list[Any]:
+    """Each gradient summed over the replicas (in a replica's context); None stays None."""
+    present = [i for i, g in enumerate(grads) if g is not None]
+    context = tf.distribute.get_replica_context()
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    out = list(grads)
+    for i, value in zip(present, summed, strict=True):
+        out[i] = value
+    return out
 
 
 def _inner(optimizer: Any) -> Any:

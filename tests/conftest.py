@@ -1,4 +1,5 @@
-"""Shared fixtures: quiet TensorFlow, one real MLflow sqlite store per session."""
+"""Shared fixtures: quiet TensorFlow, the CPU as two devices, one real MLflow sqlite store per
+session."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so MirroredStrategy runs two replicas on this CPU (tests of
+# `trainer.distribute`). Set before TensorFlow initialises; everything else still places
+# on the first, as on a machine with one.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ class MetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # One variable read per epoch (after a resume restored the optimizer).
-        self._epoch_first_step = self._last_step = int(self.model.optimizer.iterations)
+        self._epoch_first_step = self._last_step = int(self.model.optimizer.iterations.numpy())
         self._epoch_start = self._train_end = time.perf_counter()
 
     def on_train_step_end(self, event: StepEnd) -> None:

@@ -261,6 +261,30 @@ CASES = [
         ["trainer.on_nan", "'raise', 'stop' or 'skip_step'"],
     ),
     (
+        "bad-precision",
+        {"trainer.precision": "float16"},
+        [],
+        ["trainer.precision", "'float32', 'mixed_float16' or 'mixed_bfloat16'"],
+    ),
+    (
+        "devices-without-mirrored",
+        {"trainer.devices": ["CPU:0", "CPU:1"]},
+        [],
+        ["trainer.devices (CPU:0, CPU:1) picks the devices of trainer.distribute=mirrored"],
+    ),
+    (
+        "device-not-visible",
+        {"trainer.distribute": "mirrored", "trainer.devices": ["GPU:5"]},
+        [],
+        ["trainer.devices: 'GPU:5' is not a visible device", "/device:CPU:1"],
+    ),
+    (
+        "batch-not-split-evenly",
+        {"trainer.distribute": "mirrored", "trainer.devices": ["CPU:0", "CPU:1"]},
+        ["data.batch_size=31"],
+        ["data.batch_size (31) must be a multiple of the 2 devices", "data.batch_size=32"],
+    ),
+    (
         "override-list-index",
         {"callbacks": [{"class_path": "keras.callbacks.EarlyStopping"}]},
         ["callbacks.3.init_args.patience=2"],

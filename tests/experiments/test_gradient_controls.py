@@ -107,3 +107,42 @@ def test_mixed_float16_warns_of_16_bit_outputs_and_losses(in_tmp: Path) -> None:
     }
     with pytest.warns(UserWarning, match=r"outputs .* in 16 bits.*dtype='float32'"):
         prepare(load_config(write_config(in_tmp, low_output)))
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_a_mirrored_run_over_two_devices_is_tracked_as_one_model(
+    engine: str, in_tmp: Path, mlflow_uri: str
+) -> None:
+    import keras
+    import mlflow
+
+    changes = {
+        "trainer.engine": engine,
+        "trainer.distribute": "mirrored",
+        "trainer.devices": ["CPU:0", "CPU:1"],
+        "trainer.accumulation_steps": 2,
+        "ema": {"decay": 0.9},
+        "tracking.tensorboard_dir": str(in_tmp / "tb"),
+        "tracking.experiment": f"mirrored-{engine}",
+    }
+    result = run_experiment(load_config(write_config(in_tmp, changes)), tracking_uri=mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["trainer.distribute"] == "mirrored"
+    assert run.info.status == "FINISHED"
+    norms = client.get_metric_history(result.run_id, "step/grad_norm")
+    assert [m.step for m in norms] == [2, 4, 6, 8]  # 2 epochs × 4 updates of 2 micro-batches
+    assert "val_accuracy" in run.data.metrics
+    mlflow.set_tracking_uri(mlflow_uri)
+    logged = {m.name: m for m in client.search_logged_models([run.info.experiment_id])}
+    model = mlflow.keras.load_model(f"models:/{logged['model'].model_id}")
+    assert isinstance(model, keras.Model) and len(model.weights) == 4  # one model, 2 layers
+
+
+def test_mirrored_over_one_device_warns_and_prepares(in_tmp: Path) -> None:
+    from experiments.prepare import prepare
+
+    changes = {"trainer.distribute": "mirrored", "trainer.devices": ["CPU:0"]}
+    with pytest.warns(UserWarning, match=r"mirrored over one device \(.*CPU:0\)"):
+        prepared = prepare(load_config(write_config(in_tmp, changes)))
+    assert prepared.model.distribute_strategy.num_replicas_in_sync == 1
