@@ -81,7 +81,8 @@ def build_train_function(
 ) -> TrainFunction:
     """`fn(iterator) -> (logs, extras)` over one execution.
 
-    `extras`: `iterations`, `learning_rate`, `batch` (the last batch's own logs), `values`
+    `extras`: `iterations`, `learning_rate`, `batch` (the last batch's own logs; under
+    accumulation, those of the update's micro-batches together), `values`
     (further per-step metrics: the gradient norm, skipped steps) and `halted_at`.
     With `ema` (a `WeightAverage`), its update runs right after each step's update, in the
     same compiled call, in either engine, and only when the optimizer did update. With
@@ -90,6 +91,8 @@ def build_train_function(
     optimizer = model.optimizer
     strategy = model.distribute_strategy
     gradients = gradients or GradientPipeline(model)
+    gradients.build()
+    update_start = _UpdateStart(model, gradients) if gradients.accumulation_steps > 1 else None
 
     def one_step(data: Any) -> tuple[Logs, Extras]:
         # Nothing of the step may run unless its batch arrived: inlined into the caller's
@@ -101,6 +104,8 @@ def build_train_function(
             learning_rate = tf.identity(optimizer.learning_rate)
             updates_before = tf.identity(optimizer.iterations)
             before = [tf.identity(v) for v in model.metrics_variables]
+            if update_start is not None:  # batch values of the whole update, not its last part
+                before = update_start.metrics_before(before)
             with (
                 keras_internals.applying_learning_rate(optimizer, learning_rate),
                 gradients.installed(),
@@ -122,6 +127,28 @@ def build_train_function(
         return logs, extras
 
     return _several_per_call(model, one_step)
+
+
+class _UpdateStart:
+    """The metric state where the current update's first micro-batch began (accumulation).
+
+    With k micro-batches an update, the batch values logged at an update are Keras's metrics
+    over all k of them: the change of the metric state since the first began.
+    """
+
+    def __init__(self, model: keras.Model, gradients: GradientPipeline) -> None:
+        self._gradients = gradients
+        with tf.init_scope():
+            self._snapshots = [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                for v in model.metrics_variables
+            ]
+
+    def metrics_before(self, current: list[Any]) -> list[Any]:
+        starts = self._gradients.starts_update()
+        for snapshot, value in zip(self._snapshots, current, strict=True):
+            snapshot.assign(tf.where(starts, value, snapshot))
+        return [tf.identity(snapshot) for snapshot in self._snapshots]
 
 
 def _batch_values(model: keras.Model, before: list[Any], logs: Logs) -> Logs:

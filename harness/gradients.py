@@ -124,6 +124,11 @@ class GradientPipeline:
             values["loss_scale"] = tf.identity(scale)
         return values
 
+    def starts_update(self) -> Any:
+        """Whether the next micro-batch is the first of an update (read before its step)."""
+        micro_steps = self._state()["micro_steps"]
+        return ops.equal(micro_steps % self.accumulation_steps, 0)
+
     def halted_at(self) -> Any:
         """The update whose gradients halted training (0: none), as a tensor of the step."""
         return tf.identity(self._state()["halted_at"])

@@ -78,6 +78,12 @@ def test_four_micro_batches_of_8_update_as_one_batch_of_32(engine: str) -> None:
         list(_values(one_sink, "step/grad_norm").values()),
         rtol=1e-5,
     )
+    # An update's batch values are those of all its micro-batches: the batch of 32.
+    for key in ("step/batch_loss", "step/batch_accuracy"):
+        assert sorted(_values(acc_sink, key)) == list(range(1, 17))
+        np.testing.assert_allclose(
+            list(_values(acc_sink, key).values()), list(_values(one_sink, key).values()), rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
