@@ -43,9 +43,12 @@ VARIANTS = ["plain_fit", "fit_untracked", "custom_untracked", "fit_tracked", "cu
 # The same tracked run with a feature: an EMA of the weights (decay 0.999, every step), a
 # warm-up + cosine schedule, `bare` (no gradient norm, no NaN guard: the baseline they are
 # measured against), `skip` (trainer.on_nan: skip_step) or `accum` (accumulation_steps 4 of
-# batches 4× smaller, per optimizer update): `--variants custom_tracked custom_tracked_ema`.
+# batches 4× smaller, per optimizer update): `--variants custom_tracked custom_tracked_ema`;
+# `custom_untracked_bare` and so on: the same without the sinks (less noise from their process).
 FEATURES = ("ema", "schedule", "bare", "skip", "accum")
-FEATURE_VARIANTS = [f"{e}_tracked_{f}" for e in ("fit", "custom") for f in FEATURES]
+FEATURE_VARIANTS = [
+    f"{e}_{t}_{f}" for e in ("fit", "custom") for t in ("tracked", "untracked") for f in FEATURES
+]
 
 
 def _model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
