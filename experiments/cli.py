@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from experiments.errors import TrainingFailed, UsageError
+
+if TYPE_CHECKING:
+    from experiments.config import ExperimentConfig
+    from experiments.run import RunResult
 
 # TensorFlow's C++ log lines (start-up chatter, and `E0000 ... NodeDef mentions attribute`
 # when a tf.data graph is rewritten) would bury our one-line messages: hidden by default;
@@ -56,19 +60,74 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show TensorFlow's own C++ log lines.")
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Continue this run from its latest checkpoint (CONFIG must be its config).",
+        ),
+    ] = None,
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
     from experiments.config_loader import load_config
 
     loaded = load_config(config, overrides or [])
-    _import_tensorflow_quietly(verbose=verbose)
-    from experiments.run import run_experiment
-
     flags = (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
         ["--verbose"] if verbose else []
     )
     command = shlex.join(["harness", "run", config, *(overrides or []), *flags])
+    if resume is not None:
+        _resume(resume, [], tracking_uri, verbose=verbose, config=loaded)
+        return
+    _import_tensorflow_quietly(verbose=verbose)
+    from experiments.run import run_experiment
+
     result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config, command=command)
+    _report(result)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The MLflow run id to continue.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted key=value changes that are safe, e.g. trainer.epochs=20."),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show TensorFlow's own C++ log lines.")
+    ] = False,
+) -> None:
+    """Continue RUN_ID from its latest intact checkpoint, in the same MLflow run."""
+    _resume(run_id, overrides or [], tracking_uri, verbose=verbose)
+
+
+def _resume(
+    run_id: str,
+    overrides: list[str],
+    tracking_uri: str | None,
+    *,
+    verbose: bool,
+    config: ExperimentConfig | None = None,
+) -> None:
+    from experiments.resume import find_resume_point
+    from experiments.tracking_setup import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
+    loaded, point = find_resume_point(run_id, uri, overrides, config)
+    _import_tensorflow_quietly(verbose=verbose)
+    from experiments.run import run_experiment
+
+    typer.echo(
+        f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
+        f"after batch {point.batch})"
+    )
+    command = shlex.join(["harness", "resume", run_id, *overrides])
+    _report(run_experiment(loaded, tracking_uri=uri, command=command, resume=point))
+
+
+def _report(result: RunResult) -> None:
     final = {k: round(v[-1], 4) for k, v in result.history.items() if v}
     typer.echo(f"run {result.run_id} finished: {final}")
     serving = "" if result.tracking_uri.startswith("http") else " (after harness ui)"

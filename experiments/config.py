@@ -126,7 +126,9 @@ class ScheduleSection(_Section):
         given = [
             key
             for key in self.model_fields_set
-            if key not in ("name", "warmup_steps", "warmup_start") and key not in allowed
+            if key not in ("name", "warmup_steps", "warmup_start")
+            and key not in allowed
+            and getattr(self, key) is not None  # null: not given (a saved config has them all)
         ]
         if given:
             raise ValueError(
@@ -262,6 +264,43 @@ class TrackingSection(_Section):
     )
 
 
+class CheckpointSection(_Section):
+    """Where and when the run's whole state is saved, and which checkpoints are kept."""
+
+    dir: str = Field(
+        "checkpoints/{experiment}/{run_id}",
+        min_length=1,
+        description="{experiment} and {run_id} are filled in; one run's checkpoints only",
+    )
+    every_n_steps: int | None = Field(None, ge=1, description="optimizer updates")
+    every_n_epochs: int | None = Field(1, ge=1)
+    every_n_minutes: float | None = Field(None, gt=0)
+    keep_last: int = Field(2, ge=1)
+    keep_best: int = Field(0, ge=0, description="the best by monitor, kept besides the last")
+    monitor: str | None = Field(None, description="an epoch metric, e.g. val_loss")
+    mode: Literal["min", "max"] = "min"
+    keep_every_n_epochs: int | None = Field(None, ge=1, description="kept permanently")
+    mirror_to_mlflow: bool = False
+
+    @model_validator(mode="after")
+    def _best_needs_monitor(self) -> CheckpointSection:
+        try:
+            self.dir.format(experiment="e", run_id="r")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"checkpoint.dir '{self.dir}' has a placeholder other than {{experiment}} and "
+                f"{{run_id}} ({error!r}): use those two only, e.g. "
+                "checkpoint.dir=checkpoints/{experiment}/{run_id}"
+            ) from None
+        if self.keep_best and not self.monitor:
+            raise ValueError(
+                f"checkpoint.keep_best ({self.keep_best}) keeps the best checkpoints by "
+                "checkpoint.monitor, which is not set: name an epoch metric, e.g. "
+                "checkpoint.monitor=val_loss"
+            )
+        return self
+
+
 class ExperimentConfig(_Section):
     """A whole experiment: what to train, on what, how, and where it is tracked."""
 
@@ -277,6 +316,7 @@ class ExperimentConfig(_Section):
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
 
 
 _PARAM_KEY = re.compile(r"[\w\-. :/]+")  # what MLflow allows in a param's name

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import registry
+from experiments.checkpoint_setup import check_checkpoint_dir
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 from experiments.schedule_setup import build_learning_rate, build_plateau
@@ -26,8 +27,11 @@ class Prepared:
     parameter_counts: dict[str, int] = field(default_factory=dict)
 
 
-def prepare(config: ExperimentConfig) -> Prepared:
-    """Resolve names, build data and model, compile; raises UsageError on bad input."""
+def prepare(config: ExperimentConfig, *, resuming: bool = False) -> Prepared:
+    """Resolve names, build data and model, compile; raises UsageError on bad input.
+
+    `resuming`: the run's checkpoint directory exists and holds its checkpoints.
+    """
     from harness import DataError, prepare_data, seed_everything
     from harness.devices import enable_memory_growth
 
@@ -84,6 +88,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
         )
         gradients = _finetune_and_gradients(model, config, callbacks)
         _check_tensorboard_dir(Path(config.tracking.tensorboard_dir))
+        if not resuming:
+            check_checkpoint_dir(config)
         ema = None
         if config.ema is not None:
             from harness.ema import WeightAverage

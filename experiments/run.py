@@ -16,10 +16,13 @@ from typing import Any
 import yaml
 
 from experiments import run_record
+from experiments.checkpoint_setup import TAG as CHECKPOINT_TAG
+from experiments.checkpoint_setup import checkpointing
 from experiments.compare_view import publish_compare_view
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import TrainingFailed, UsageError
 from experiments.prepare import Prepared, prepare
+from experiments.resume import ResumePoint
 from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
 from experiments.ui_links import VIEW_KEY, run_url, runs_view_url, ui_address
@@ -43,14 +46,18 @@ def run_experiment(
     tracking_uri: str | None = None,
     config_path: str | None = None,
     command: str | None = None,
+    resume: ResumePoint | None = None,
 ) -> RunResult:
     """Train one experiment and track it in MLflow and TensorBoard.
+
+    With `resume` (from `experiments.resume.find_resume_point`), the run continues from its
+    checkpoint in the same MLflow run and TensorBoard directory.
 
     Example:
         >>> result = run_experiment(load_config("experiments/configs/digits_mlp.yaml"))
     """
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
-    prepared = prepare(config)  # seeds Python's `random`, among others
+    prepared = prepare(config, resuming=resume is not None)  # seeds Python's `random`, …
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
 
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
@@ -62,13 +69,16 @@ def run_experiment(
         seeded = random.getstate()
         random.seed()
         try:
-            mlflow_sink = MlflowSink.start(
-                uri,
-                experiment=config.tracking.experiment,
-                run_name=config.tracking.run_name,
-                tags=tags,
-                max_retries=2,  # on top of MLflow's own HTTP retries: fail in seconds
-            )
+            if resume is not None:
+                mlflow_sink = MlflowSink.resume(uri, resume.run_id, max_retries=2)
+            else:
+                mlflow_sink = MlflowSink.start(
+                    uri,
+                    experiment=config.tracking.experiment,
+                    run_name=config.tracking.run_name,
+                    tags=tags,
+                    max_retries=2,  # on top of MLflow's own HTTP retries: fail in seconds
+                )
         finally:
             random.setstate(seeded)
     except Exception as error:  # unreachable server, unwritable store, deleted experiment
@@ -89,8 +99,16 @@ def run_experiment(
             if config.tracking.system_metrics_every_s > 0:
                 mlflow_sink.monitor_system(config.tracking.system_metrics_every_s)
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
-            sink.set_tags({"harness.tensorboard_dir": str(tb_dir.resolve())})
-            history = _train_and_log(prepared, sink, stop)
+            directory = None if resume is None else resume.directory
+            policy = checkpointing(config, mlflow_sink.run_id, directory, mlflow_sink.flush)
+            sink.set_tags(
+                {
+                    "harness.tensorboard_dir": str(tb_dir.resolve()),
+                    CHECKPOINT_TAG: str(policy.store.directory.resolve()),
+                    **({} if resume is None else _resume_tags(resume)),
+                }
+            )
+            history = _train_and_log(prepared, sink, stop, policy, resume)
             view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
     except (NonFiniteGradients, TrainingFailed) as failed:
         with signals_deferred():
@@ -121,7 +139,18 @@ def run_experiment(
     )
 
 
-def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[float]]:
+def _resume_tags(resume: ResumePoint) -> dict[str, str]:
+    changes = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in resume.changed.items())
+    where = f"step {resume.step} (epoch {resume.epoch + 1}, after batch {resume.batch})"
+    return {
+        "harness.resumed_from": where,
+        **({"harness.resume_changes": changes} if changes else {}),
+    }
+
+
+def _train_and_log(
+    prepared: Prepared, sink: Any, stop: Any, checkpoints: Any, resume: ResumePoint | None
+) -> dict[str, list[float]]:
     from harness import train
     from harness.callbacks import MetricsLogger, ProgressLogger
     from harness.logs import scalar_logs
@@ -129,8 +158,9 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
     config = prepared.config
     sink.log_params(flatten(config))
     sink.log_params({f"model.{k}": str(v) for k, v in prepared.parameter_counts.items()})
-    for dataset in run_record.dataset_records(config, prepared.data):
-        sink.log_dataset(dataset)
+    if resume is None:  # a resumed run logged its data sets when it started
+        for dataset in run_record.dataset_records(config, prepared.data):
+            sink.log_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "config.yaml"
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -153,6 +183,8 @@ def _train_and_log(prepared: Prepared, sink: Any, stop: Any) -> dict[str, list[f
         stop=stop,
         ema=prepared.ema,
         gradients=prepared.gradients,
+        checkpointing=checkpoints,
+        resume_from=None if resume is None else resume.state,
         # The logger goes last, so it sees what the user's callbacks changed at epoch end
         # (ReduceLROnPlateau's new rate); the progress display goes first.
         callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, *extra, logger],

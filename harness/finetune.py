@@ -82,6 +82,13 @@ class Unfreezer(keras.callbacks.Callback):
             for layer in self.layers:
                 layer.trainable = True
 
+    def state(self) -> None:
+        """Nothing to save: the epoch a resumed run starts at decides (`on_epoch_begin`)."""
+        return None
+
+    def restore(self, state: None) -> None:
+        pass
+
 
 def layer_multipliers(
     model: keras.Model, multipliers: Mapping[str, float]

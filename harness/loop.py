@@ -9,14 +9,16 @@ registry of savable state. An engine only supplies the compiled one-batch steps.
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from harness import keras_internals
+from harness.checkpoints import Checkpointing
 from harness.compiled import TestFunction, TrainFunction, compiled_functions
 from harness.data import EpochIterator, TrainingData
 from harness.ema import WeightAverage
@@ -62,6 +64,7 @@ class TrainingLoop:
         stop: StopSignal | None = None,
         ema: WeightAverage | None = None,
         gradients: GradientPipeline | None = None,
+        checkpointing: Checkpointing | None = None,
     ) -> None:
         if not getattr(model, "compiled", False):
             raise ValueError(
@@ -76,6 +79,8 @@ class TrainingLoop:
         self.ema = ema
         self.gradients = gradients or GradientPipeline(model)
         self._halt = _HaltWatch(self.gradients)
+        self._saver = None if checkpointing is None else _Saver(self, checkpointing)
+        self._events: StepEventDispatcher | None = None
         strategy, per_call = model.distribute_strategy, int(model.steps_per_execution)
         self.train_data = EpochIterator(
             data.train, strategy=strategy, steps_per_epoch=steps_per_epoch,
@@ -148,7 +153,7 @@ class TrainingLoop:
         callbacks = self.callbacks.callbacks
         self._train_batch_hooks = _need_hooks(callbacks, _TRAIN_BATCH_HOOKS, step_events=True)
         self._test_batch_hooks = _need_hooks(callbacks, _TEST_BATCH_HOOKS, step_events=False)
-        events = StepEventDispatcher([*callbacks, self._halt])
+        events = self._events = StepEventDispatcher([*callbacks, self._halt])
         try:
             self.callbacks.on_train_begin()
             if restoring is not None:
@@ -156,6 +161,8 @@ class TrainingLoop:
             else:
                 self._epoch = keras_internals.initial_epoch(model) or self.initial_epoch
             logs = self._run_epochs(events)
+            if self._saver is not None:
+                self._saver.at_end(logs)
             if isinstance(model.optimizer, keras.optimizers.Optimizer) and self.epochs > 0:
                 model.optimizer.finalize_variable_values(model.trainable_weights)
             self.callbacks.on_train_end(logs=logs)
@@ -165,6 +172,8 @@ class TrainingLoop:
             raise
         finally:
             _quietly(events.close)  # delivers the step events still queued
+            if self._saver is not None:
+                _quietly(self._saver.store.wait)  # what was saved is on disk before we return
         return model.history
 
     def _build(self) -> keras.Model:
@@ -211,6 +220,8 @@ class TrainingLoop:
             callbacks.on_epoch_end(self._epoch, epoch_logs)
             training_logs = epoch_logs
             self._epoch += 1
+            if self._saver is not None:
+                self._saver.at_epoch_end(epoch_logs)
             if model.stop_training:
                 break
         return training_logs
@@ -229,7 +240,13 @@ class TrainingLoop:
                 if hooks:  # reading the logs here makes the training thread wait for the step
                     callbacks.on_train_batch_end(last, logs)
                 events.dispatch(last, logs, extras)
-                if model.stop_training or self.stop.requested or self._halt.message:
+                # Checkpoints and stops come at update boundaries: never mid-accumulation.
+                boundary = (last + 1) % self.gradients.accumulation_steps == 0
+                if self._saver is not None:
+                    self._saver.after_batches(last - first + 1, last + 1, boundary=boundary)
+                if model.stop_training or self._halt.message:
+                    break
+                if self.stop.requested and boundary:
                     break
         return logs
 
@@ -261,6 +278,8 @@ class TrainingLoop:
 
     def _check_stop(self) -> None:
         if self.stop.requested:
+            if self._saver is not None:
+                self._saver.now(wait=True)  # on disk before the process exits
             raise TrainingInterrupted(self.stop.reason)
 
     def _act_on_halt(self) -> None:
@@ -270,6 +289,70 @@ class TrainingLoop:
         if self.gradients.on_nan == "raise":
             raise NonFiniteGradients(self._halt.message)
         self.model.stop_training = True
+
+
+class _Saver:
+    """Saves the loop's state when `Checkpointing` says so, at update boundaries."""
+
+    def __init__(self, loop: TrainingLoop, policy: Checkpointing) -> None:
+        self._loop, self.policy, self.store = loop, policy, policy.store
+        self._batches = 0  # trained since the last save
+        self._last_time = time.monotonic()
+        self._epoch_batch = 0  # batches of the epoch in progress already trained
+        self._fresh = False  # nothing trained since the last save
+
+    def after_batches(self, count: int, epoch_batch: int, *, boundary: bool) -> None:
+        self._batches += count
+        self._epoch_batch = epoch_batch
+        self._fresh = False
+        if not boundary:
+            return
+        policy, k = self.policy, self._loop.gradients.accumulation_steps
+        by_steps = policy.every_n_steps and self._batches >= policy.every_n_steps * k
+        minutes = policy.every_n_minutes
+        by_time = minutes and time.monotonic() - self._last_time >= minutes * 60
+        if by_steps or by_time:
+            self.now()
+
+    def at_epoch_end(self, logs: Mapping[str, Any]) -> None:
+        self._epoch_batch = 0
+        every = self.policy.every_n_epochs
+        if every and self._loop._epoch % every == 0:
+            self.now(epoch_end=True, metrics=logs)
+
+    def at_end(self, logs: Mapping[str, Any] | None) -> None:
+        if not self._fresh:
+            self.now(epoch_end=self._epoch_batch == 0, metrics=logs or {}, wait=True)
+
+    def now(
+        self,
+        *,
+        epoch_end: bool = False,
+        metrics: Mapping[str, Any] | None = None,
+        wait: bool = False,
+    ) -> None:
+        loop = self._loop
+        if self._fresh:
+            if wait:
+                self.store.wait()
+            return
+        if loop._events is not None:
+            loop._events.flush()  # step events delivered: callbacks' state matches the weights
+        state = loop.capture_state()
+        scalars = {k: float(v) for k, v in (metrics or {}).items() if np.ndim(v) == 0}
+        self.store.save(
+            state,
+            step=int(loop.model.optimizer.iterations.numpy()),
+            epoch=loop._epoch,
+            batch=self._epoch_batch,
+            epoch_end=epoch_end,
+            metrics=scalars,
+            metadata=self.policy.metadata,
+            before_write=self.policy.before_write,
+        )
+        self._batches, self._last_time, self._fresh = 0, time.monotonic(), True
+        if wait:
+            self.store.wait()
 
 
 class _HaltWatch:

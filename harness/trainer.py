@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
+from harness.checkpoints import Checkpointing
 from harness.data import TrainingData
 from harness.ema import WeightAverage
 from harness.engines import Engine, EngineName
@@ -28,11 +30,16 @@ def train(
     stop: StopSignal | None = None,
     ema: WeightAverage | None = None,
     gradients: GradientPipeline | None = None,
+    checkpointing: Checkpointing | None = None,
+    resume_from: dict[str, Any] | None = None,
 ) -> keras.callbacks.History:
     """Train a compiled model with the chosen engine; both run the same loop and callbacks.
 
     Callbacks with a `close()` method (our loggers) are closed afterwards, whatever happened;
     a failing `close()` never hides a training error, and never skips the other callbacks.
+
+    With `checkpointing`, the loop saves its whole state (`harness.checkpoints`); with
+    `resume_from` (a state such a checkpoint holds), training continues from it exactly.
 
     Example:
         >>> history = train(model, prepare_data((x, y), batch_size=32), engine="custom")
@@ -49,7 +56,10 @@ def train(
         stop=stop,
         ema=ema,
         gradients=gradients,
+        checkpointing=checkpointing,
     )
+    if resume_from is not None:
+        loop.restore_state(resume_from)
     try:
         history = loop.run()
     except BaseException:

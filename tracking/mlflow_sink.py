@@ -86,6 +86,8 @@ class MlflowSink(Sink):
         self._retry_backoff_s = retry_backoff_s
         self._closed = False
         self._params: dict[str, str] = {}
+        self._logged: set[tuple[str, int]] = set()  # (key, step) the run held when resumed
+        self._held_params: set[str] = set()  # the params it held
         self._latest: dict[str, MetricPoint] = {}  # each metric's last point, to link models
         self._system_monitor: Any = None
         self._metric_process = (
@@ -144,6 +146,45 @@ class MlflowSink(Sink):
         sink._experiment_id = experiment_id
         return sink
 
+    @classmethod
+    def resume(
+        cls,
+        tracking_uri: str,
+        run_id: str,
+        *,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        metrics_in_subprocess: bool = True,
+    ) -> MlflowSink:
+        """Continue the existing run `run_id`: RUNNING again, and each metric step logged once.
+
+        Steps a resumed training recomputes that the run already holds are not sent again
+        (recomputed exactly, they are the same values); steps it lacks (lost in flight when
+        the process died) are. Params already logged are not sent again either.
+        """
+        client = MlflowClient(tracking_uri)
+        retry = functools.partial(
+            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
+        )
+        run = retry(lambda: client.get_run(run_id))
+        logged: set[tuple[str, int]] = set()
+        for key in run.data.metrics:
+            history = retry(functools.partial(client.get_metric_history, run_id, key))
+            logged.update((key, int(m.step)) for m in history)
+        retry(lambda: client.update_run(run_id, status="RUNNING"))
+        sink = cls(
+            client,
+            run_id,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            metrics_in_subprocess=metrics_in_subprocess,
+        )
+        sink._experiment_id = str(run.info.experiment_id)
+        sink._logged = logged
+        sink._held_params = set(run.data.params)
+        sink._params = dict(run.data.params)
+        return sink
+
     @property
     def run_id(self) -> str:
         """The MLflow run this sink logs to."""
@@ -164,6 +205,7 @@ class MlflowSink(Sink):
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._check_open()
+        params = {k: v for k, v in params.items() if str(k) not in self._held_params}
         self._params.update({str(key): str(value) for key, value in params.items()})
         self._log_batch_in_chunks(
             _entities(Param, params, what="param", limit=_MAX_PARAM_VALUE_LENGTH), "params"
@@ -175,6 +217,8 @@ class MlflowSink(Sink):
             self._check_open()
         timestamp = int(time.time() * 1000)
         points = [(key, float(value), step, timestamp) for key, value in metrics.items()]
+        if self._logged:  # a resumed run: what it already holds is not logged twice
+            points = [point for point in points if (point[0], step) not in self._logged]
         self._latest.update((point[0], point) for point in points)
         self._sender.put(points)
 

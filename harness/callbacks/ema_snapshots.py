@@ -45,6 +45,12 @@ class EmaSnapshots(keras.callbacks.Callback):
         if self._epoch and self._last_saved != self._epoch:
             self._save(self._epoch)
 
+    def state(self) -> dict[str, Any]:
+        return {"last_saved": self._last_saved, "epoch": self._epoch}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._last_saved, self._epoch = state["last_saved"], int(state["epoch"])
+
     def _save(self, epoch: int) -> None:
         with tempfile.TemporaryDirectory(prefix="ema-") as tmp:
             path = Path(tmp) / f"epoch-{epoch:03d}.weights.h5"

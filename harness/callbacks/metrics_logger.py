@@ -143,6 +143,13 @@ class MetricsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
 
+    def state(self) -> None:
+        """Nothing to save: each epoch starts from the optimizer's (restored) step."""
+        return None
+
+    def restore(self, state: None) -> None:
+        pass
+
     def _log_step(
         self,
         logs: dict[str, float],

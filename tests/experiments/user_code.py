@@ -64,3 +64,22 @@ def float16_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
     """A user's loss that computes in float16 (what mixed_float16 warns about)."""
     loss = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
     return keras.ops.cast(loss, "float16")
+
+
+class SlowBatches(keras.callbacks.Callback):
+    """Sleeps after every batch, so a test can kill a run mid-training; changes nothing else."""
+
+    def __init__(self, seconds: float = 0.01) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):  # noqa: ANN001 - Keras's API
+        import time
+
+        time.sleep(self.seconds)
+
+    def state(self) -> None:  # nothing to save: a resumed run starts it afresh, knowingly
+        return None
+
+    def restore(self, state: None) -> None:
+        pass

@@ -38,8 +38,16 @@ class StopAt(keras.callbacks.Callback):
         pass
 
 
-def build_loop(engine: str, *, stop_at: tuple[int, int] = (-1, -1)) -> TrainingLoop:
+def build_loop(
+    engine: str,
+    *,
+    stop_at: tuple[int, int] = (-1, -1),
+    accumulation_steps: int = 1,
+    checkpointing: Any = None,
+) -> TrainingLoop:
     """Dropout (a seed generator), shuffled arrays, EarlyStopping: all state that matters."""
+    from harness.gradients import GradientPipeline
+
     model = make_model(dropout=0.3, steps_per_execution=1)
     stopper = StopAt()
     loop = TrainingLoop(
@@ -48,6 +56,8 @@ def build_loop(engine: str, *, stop_at: tuple[int, int] = (-1, -1)) -> TrainingL
         engine=engine,
         epochs=EPOCHS,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=5), stopper],
+        gradients=GradientPipeline(model, accumulation_steps=accumulation_steps),
+        checkpointing=checkpointing,
     )
     stopper.loop_stop, stopper.at = loop.stop, stop_at
     return loop

@@ -1,0 +1,69 @@
+"""A run's checkpoint directory and policy, from `checkpoint:`; checked before the run exists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentConfig
+from experiments.errors import UsageError
+
+TAG = "harness.checkpoint_dir"  # the MLflow tag `harness resume` finds the checkpoints by
+
+
+def checkpoint_dir(config: ExperimentConfig, run_id: str) -> Path:
+    """`checkpoint.dir` with `{experiment}` and `{run_id}` filled in."""
+    return Path(config.checkpoint.dir.format(experiment=config.tracking.experiment, run_id=run_id))
+
+
+def check_checkpoint_dir(config: ExperimentConfig) -> None:
+    """Before a new run: the directory can be made, and holds no other run's checkpoints."""
+    template = config.checkpoint.dir
+    fixed = template.split("{run_id}")[0].format(experiment=config.tracking.experiment)
+    root = Path(fixed) if "{run_id}" in template else Path(fixed).parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"checkpoint.dir: cannot create '{root}' ({error.strerror}). Point it at a "
+            "writable directory, e.g. checkpoint.dir=checkpoints/{experiment}/{run_id}"
+        ) from None
+    if "{run_id}" not in template:
+        directory = Path(fixed)
+        if directory.is_dir() and any(directory.glob("ckpt-*")):
+            raise UsageError(
+                f"checkpoint.dir '{directory}' already holds another run's checkpoints, which "
+                "this run's retention would delete: keep {run_id} in it (the default is "
+                "checkpoints/{experiment}/{run_id}), or resume that run with harness resume"
+            )
+
+
+def checkpointing(
+    config: ExperimentConfig,
+    run_id: str,
+    directory: Path | None = None,
+    before_write: Callable[[], None] | None = None,
+) -> Any:
+    """The loop's `Checkpointing` for this run, its store opened in the run's directory
+    (`directory`, for a resumed run: where its checkpoints are); `before_write` delivers the
+    metrics logged so far before each checkpoint is put in place."""
+    from harness.checkpoints import Checkpointing, CheckpointStore
+
+    section = config.checkpoint
+    store = CheckpointStore(
+        directory or checkpoint_dir(config, run_id),
+        keep_last=section.keep_last,
+        keep_best=section.keep_best,
+        monitor=section.monitor,
+        mode=section.mode,
+        keep_every_n_epochs=section.keep_every_n_epochs,
+    )
+    return Checkpointing(
+        store,
+        every_n_steps=section.every_n_steps,
+        every_n_epochs=section.every_n_epochs,
+        every_n_minutes=section.every_n_minutes,
+        metadata={"run_id": run_id, "experiment": config.tracking.experiment},
+        before_write=before_write,
+    )

@@ -1,0 +1,351 @@
+"""Checkpoints on disk: atomic, checksummed, retained by policy, written off the training thread.
+
+A checkpoint is one directory, `ckpt-<sequence>`, holding `state.pkl` (what
+`TrainingLoop.capture_state()` returned: plain Python and NumPy) and `manifest.json` (the
+step, epoch and batch it was taken at, the monitored value, the SHA-256 of `state.pkl`, and the
+caller's metadata: the MLflow run id, the config). A save is written aside (`.tmp-...`),
+fsynced, then renamed into place, so a crash or a full disk mid-write leaves the checkpoints
+before it intact; loading verifies the checksum and falls back to the one before a damaged
+checkpoint, with a warning naming both.
+
+The training thread only captures (copies of the values); pickling, writing, fsync and
+retention run on a writer thread. A save that finds the previous one still writing waits for
+it (`stall_s` adds up that wait).
+
+Example:
+    >>> store = CheckpointStore("checkpoints/run-1", keep_last=2)
+    >>> store.save(loop.capture_state(), step=120, epoch=2, batch=40)
+    >>> store.wait()
+    >>> info, state = store.load_latest()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["CheckpointInfo", "CheckpointStore", "Checkpointing", "DamagedCheckpoint"]
+
+_NAME = re.compile(r"ckpt-(\d{6,})")
+_TMP = re.compile(r"\.tmp-ckpt-\d{6,}-\d+")
+STATE_FILE, MANIFEST_FILE = "state.pkl", "manifest.json"
+FORMAT = 1
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose files are missing, truncated or do not match their checksum."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's manifest says about it."""
+
+    path: Path
+    sequence: int
+    step: int  # optimizer updates
+    epoch: int  # the epoch in progress (counted from 0), or the next after an epoch end
+    batch: int  # batches of that epoch already trained
+    epoch_end: bool
+    monitor: float | None
+    permanent: bool
+    saved_at: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Checkpointing:
+    """When the training loop saves into `store`: always at optimizer-update boundaries.
+
+    Args:
+        store: where checkpoints go.
+        every_n_steps: every n optimizer updates' worth of batches (None: not by steps).
+        every_n_epochs: at the end of every n-th epoch (None: not by epochs).
+        every_n_minutes: at the first update boundary after n minutes since the last save.
+        metadata: stored in each manifest (the MLflow run id, the config).
+        before_write: called on the writer thread before a checkpoint is put in place, e.g.
+            a metric sink's flush: what was logged up to a checkpoint is delivered before the
+            checkpoint exists, so a run resumed from it cannot have lost those metrics.
+
+    The loop also saves when a stop is requested (SIGTERM, SIGINT), before it raises
+    `TrainingInterrupted`, and when training ends.
+    """
+
+    store: CheckpointStore
+    every_n_steps: int | None = None
+    every_n_epochs: int | None = 1
+    every_n_minutes: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    before_write: Callable[[], None] | None = None
+
+
+class CheckpointStore:
+    """The checkpoints of one run, in one directory that holds nothing else.
+
+    Args:
+        directory: created if missing; only `ckpt-*` entries in it are ever deleted.
+        keep_last: the newest checkpoints kept (at least 1).
+        keep_best: besides those, the best checkpoints by `monitor` kept.
+        monitor: the epoch metric `keep_best` ranks by (e.g. `val_loss`).
+        mode: `min` or `max`: which way `monitor` is better.
+        keep_every_n_epochs: checkpoints taken at the end of every n-th epoch are never deleted.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        keep_last: int = 2,
+        keep_best: int = 0,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        keep_every_n_epochs: int | None = None,
+    ) -> None:
+        if keep_last < 1:
+            raise ValueError(f"`keep_last` must be >= 1. Received: keep_last={keep_last}")
+        if keep_best and not monitor:
+            raise ValueError("`keep_best` ranks checkpoints by `monitor`: name the metric")
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max'. Received: mode={mode!r}")
+        self.directory = Path(directory)
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self.monitor, self.mode = monitor, mode
+        self.keep_every_n_epochs = keep_every_n_epochs
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for entry in self.directory.iterdir():  # what a crash mid-write left behind
+            if _TMP.fullmatch(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+        existing = [info.sequence for info in self.checkpoints()]
+        self._sequence = max(existing, default=0)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.stall_s = 0.0  # time save() waited for the previous write
+        self.write_s: list[float] = []  # time each write took on the writer thread
+
+    # Saving
+
+    def save(
+        self,
+        state: Mapping[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        batch: int,
+        epoch_end: bool = False,
+        metrics: Mapping[str, float] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        before_write: Callable[[], None] | None = None,
+    ) -> Path:
+        """Write `state` on the writer thread; returns where it will be once written.
+
+        `before_write` runs on that thread before the checkpoint is renamed into place.
+        """
+        started = time.perf_counter()
+        self._join()
+        self.stall_s += time.perf_counter() - started
+        self._sequence += 1
+        value = None if self.monitor is None else (metrics or {}).get(self.monitor)
+        every = self.keep_every_n_epochs
+        manifest = {
+            "format": FORMAT,
+            "sequence": self._sequence,
+            "step": int(step),
+            "epoch": int(epoch),
+            "batch": int(batch),
+            "epoch_end": bool(epoch_end),
+            "monitor": None if value is None else float(value),
+            "permanent": bool(epoch_end and every and epoch > 0 and epoch % every == 0),
+            "saved_at": time.time(),
+            "metadata": dict(metadata or {}),
+        }
+        path = self.directory / f"ckpt-{self._sequence:06d}"
+        self._thread = threading.Thread(
+            target=self._write_guarded,
+            args=(path, dict(state), manifest, before_write),
+            daemon=False,
+        )
+        self._thread.start()
+        return path
+
+    def wait(self) -> None:
+        """Block until the last save is on disk."""
+        self._join()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            warnings.warn(
+                f"a checkpoint could not be written ({error}); the checkpoints before it are "
+                f"intact in {self.directory}",
+                stacklevel=3,
+            )
+
+    def _write_guarded(
+        self,
+        path: Path,
+        state: dict[str, Any],
+        manifest: dict[str, Any],
+        before_write: Callable[[], None] | None,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            self._write(path, state, manifest, before_write)
+            self._retain()
+        except BaseException as error:  # reported on the training thread at the next save
+            self._error = error
+        self.write_s.append(time.perf_counter() - started)
+
+    def _write(
+        self,
+        path: Path,
+        state: dict[str, Any],
+        manifest: dict[str, Any],
+        before_write: Callable[[], None] | None = None,
+    ) -> None:
+        aside = self.directory / f".tmp-{path.name}-{os.getpid()}"
+        aside.mkdir()
+        try:
+            payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            _write_synced(aside / STATE_FILE, payload)
+            manifest = {**manifest, "sha256": hashlib.sha256(payload).hexdigest()}
+            manifest["size"] = len(payload)
+            _write_synced(aside / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+            _fsync_directory(aside)
+            if before_write is not None:
+                before_write()
+            os.rename(aside, path)
+            _fsync_directory(self.directory)
+        except BaseException:
+            shutil.rmtree(aside, ignore_errors=True)
+            raise
+
+    # Reading
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """The checkpoints whose manifest reads, oldest first (contents not verified)."""
+        found = []
+        for entry in self.directory.iterdir():
+            if not (_NAME.fullmatch(entry.name) and entry.is_dir()):
+                continue
+            try:
+                found.append(_info(entry, _manifest(entry)))
+            except DamagedCheckpoint:
+                continue
+        return sorted(found, key=lambda info: info.sequence)
+
+    def load(self, path: str | Path) -> tuple[CheckpointInfo, dict[str, Any]]:
+        """One checkpoint's info and state, verified against its checksum.
+
+        Raises:
+            DamagedCheckpoint: files missing, truncated, or not matching the checksum.
+        """
+        path = Path(path)
+        manifest = _manifest(path)
+        try:
+            payload = (path / STATE_FILE).read_bytes()
+        except OSError as error:
+            raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} unreadable ({error})") from None
+        if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
+            raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} does not match its checksum")
+        return _info(path, manifest), pickle.loads(payload)
+
+    def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """The newest checkpoint that verifies; a damaged newer one is warned about, by name.
+
+        Returns None when the directory holds no checkpoint at all.
+        """
+        self._join()
+        candidates = sorted(
+            (e for e in self.directory.iterdir() if _NAME.fullmatch(e.name) and e.is_dir()),
+            key=lambda e: int(_NAME.fullmatch(e.name).group(1)),  # type: ignore[union-attr]
+            reverse=True,
+        )
+        damaged: list[str] = []
+        for entry in candidates:
+            try:
+                loaded = self.load(entry)
+            except DamagedCheckpoint as error:
+                damaged.append(str(error))
+                continue
+            if damaged:
+                warnings.warn(
+                    f"checkpoint {'; '.join(damaged)}: resuming from {entry.name}, the newest "
+                    "intact one, instead",
+                    stacklevel=2,
+                )
+            return loaded
+        if damaged:
+            raise DamagedCheckpoint(
+                f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}"
+            )
+        return None
+
+    # Retention
+
+    def _retain(self) -> None:
+        infos = self.checkpoints()
+        keep = {info.sequence for info in infos[-self.keep_last :]}
+        keep |= {info.sequence for info in infos if info.permanent}
+        if self.keep_best:
+            ranked = [info for info in infos if info.monitor is not None]
+            ranked.sort(key=lambda info: info.monitor, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
+            keep |= {info.sequence for info in ranked[: self.keep_best]}
+        for info in infos:
+            if info.sequence not in keep:
+                shutil.rmtree(info.path, ignore_errors=True)
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} unreadable ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} is not a checkpoint manifest")
+    return manifest
+
+
+def _info(path: Path, manifest: dict[str, Any]) -> CheckpointInfo:
+    try:
+        return CheckpointInfo(
+            path=path,
+            sequence=int(manifest["sequence"]),
+            step=int(manifest["step"]),
+            epoch=int(manifest["epoch"]),
+            batch=int(manifest["batch"]),
+            epoch_end=bool(manifest["epoch_end"]),
+            monitor=manifest["monitor"],
+            permanent=bool(manifest["permanent"]),
+            saved_at=float(manifest["saved_at"]),
+            metadata=dict(manifest.get("metadata") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} lacks {error}") from None
+
+
+def _write_synced(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(payload)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,173 @@
+"""Kill a tracked run with SIGKILL mid-training, `harness resume` it: the same MLflow run ends
+FINISHED with weights bit-identical to an uninterrupted run and the same metric history."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments.cli import main
+from tests.experiments.configs import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+# Wall-clock metrics differ between any two runs; everything else must match exactly.
+TIMED = {"epoch_time_s", "steps_per_sec"}
+
+
+def _changes(engine: str, experiment: str, root: Path) -> dict[str, object]:
+    return {
+        "data": {"name": "digits", "params": {"limit": 600}, "batch_size": 16},
+        "data.validation_split": 0.2,  # 480 examples: 30 batches, 15 updates an epoch
+        "model.params.dropout": 0.2,  # a seed generator in the state
+        "schedule": {"name": "cosine", "warmup_steps": 5},
+        "ema": {"decay": 0.9},
+        "trainer.engine": engine,
+        "trainer.epochs": 3,
+        "trainer.deterministic": True,
+        "trainer.accumulation_steps": 2,
+        "trainer.log_every_n_steps": 1,
+        "tracking.experiment": experiment,
+        "tracking.tensorboard_dir": str(root / "tb"),
+        "tracking.system_metrics_every_s": 0,
+        "checkpoint.dir": str(root / "ckpt" / "{run_id}"),
+        "checkpoint.every_n_steps": 4,
+        "callbacks": [
+            {
+                "class_path": "tests.experiments.user_code:SlowBatches",
+                "init_args": {"seconds": 0.02},
+            }
+        ],
+    }
+
+
+def _history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    run = client.get_run(run_id)
+    return {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        for key in run.data.metrics
+        if key not in TIMED and not key.startswith("system/")
+    }
+
+
+def _final_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
+    import mlflow
+
+    logged = {
+        m.name: m
+        for m in client.search_logged_models([client.get_run(run_id).info.experiment_id])
+        if m.source_run_id == run_id
+    }
+    model = mlflow.keras.load_model(f"models:/{logged['model'].model_id}")
+    return [np.array(w) for w in model.get_weights()]
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
+    engine: str, in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    # The uninterrupted reference, in this process.
+    reference = write_config(in_tmp, _changes(engine, f"ref-{engine}", in_tmp / "a"), "a.yaml")
+    assert main(["run", str(reference), "--tracking-uri", mlflow_uri]) == 0
+    (expected_run,) = client.search_runs(
+        [client.get_experiment_by_name(f"ref-{engine}").experiment_id]
+    )
+
+    # The same config in a child process, killed once its second checkpoint is on disk.
+    config = write_config(in_tmp, _changes(engine, f"kill-{engine}", in_tmp / "b"), "b.yaml")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "run", str(config), "--tracking-uri", mlflow_uri],
+        cwd=in_tmp,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while len(list((in_tmp / "b" / "ckpt").glob("*/ckpt-*"))) < 2:
+        assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no second checkpoint within 4 minutes"
+        time.sleep(0.02)
+    time.sleep(0.3)  # a few more batches: past the checkpoint, recomputed after the resume
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    (killed,) = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
+    assert killed.info.status == "RUNNING"  # nobody could mark it
+    capsys.readouterr()
+
+    assert main(["resume", killed.info.run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming run {killed.info.run_id} at optimizer step" in out
+    runs = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
+    assert [r.info.run_id for r in runs] == [killed.info.run_id]  # one run, continued
+    assert runs[0].info.status == "FINISHED"
+    assert "harness.resumed_from" in runs[0].data.tags
+    for got, want in zip(
+        _final_weights(client, killed.info.run_id),
+        _final_weights(client, expected_run.info.run_id),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert _history(client, killed.info.run_id) == _history(client, expected_run.info.run_id)
+
+
+def _one_line_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("harness:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
+    in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changes = {
+        "trainer.epochs": 1,
+        "tracking.experiment": "resume-rules",
+        "tracking.tensorboard_dir": str(in_tmp / "tb"),
+        "checkpoint.dir": str(in_tmp / "ck" / "{run_id}"),
+    }
+    config = write_config(in_tmp, changes)
+    assert main(["run", str(config), "--tracking-uri", mlflow_uri]) == 0
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("resume-rules").experiment_id
+    (run,) = client.search_runs([experiment])
+    run_id = run.info.run_id
+    uri = ["--tracking-uri", mlflow_uri]
+
+    # Training longer is safe: the same run goes on from its last checkpoint.
+    assert main(["resume", run_id, "trainer.epochs=2", *uri]) == 0
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]
+    assert run.data.tags["harness.resume_changes"] == "trainer.epochs: 1 -> 2"
+    capsys.readouterr()
+
+    line = _one_line_exit_2(["resume", "0123456789abcdef0123456789abcdef", *uri], capsys)
+    assert "there is no run '0123456789abcdef0123456789abcdef'" in line
+    line = _one_line_exit_2(["resume", run_id, "optimizer.learning_rate=0.5", *uri], capsys)
+    assert "cannot continue with other settings: optimizer.learning_rate (0.01 -> 0.5)" in line
+    changed = write_config(in_tmp, {**changes, "data.batch_size": 16}, "changed.yaml")
+    line = _one_line_exit_2(["run", str(changed), "--resume", run_id, *uri], capsys)
+    assert "data.batch_size (32 -> 16)" in line
+    for checkpoint in (in_tmp / "ck" / run_id).glob("ckpt-*"):
+        (checkpoint / "state.pkl").write_bytes(b"torn")
+    line = _one_line_exit_2(["resume", run_id, *uri], capsys)
+    assert "no intact checkpoint" in line and "does not match its checksum" in line
+    import shutil
+
+    shutil.rmtree(in_tmp / "ck" / run_id)
+    line = _one_line_exit_2(["resume", run_id, *uri], capsys)
+    assert f"the checkpoints of run '{run_id}' are missing" in line
+    assert len(client.search_runs([experiment])) == 1
