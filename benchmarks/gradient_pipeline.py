@@ -3,7 +3,10 @@
 Variants, each its own model (same seed) and `GradientPipeline`, trained one epoch at a time
 in interleaved blocks (rotating the order each round) so this VM's drifting load hits all of
 them alike; the traced step is reused between blocks. Reported: the median seconds per update
-over the rounds, and the median of the per-round ratios to `bare`:
+over the rounds, the median of the per-round ratios to `bare`, and the ratio of the fastest
+rounds (timeit's rule: on a shared VM the least-disturbed round is the truest cost), and the
+ratio of the median CPU time per update (all threads; time stolen by the hypervisor is not in
+it):
 
 - `bare`: no gradient norm, no NaN guard (`GradientPipeline(measure=False)`), the baseline.
 - `norm`: the default: the global norm logged as `step/grad_norm`, and the NaN guard
@@ -65,23 +68,31 @@ def main() -> None:
             train(model, data, engine=engine, epochs=1, gradients=pipeline)  # trace, warm up
             runs[name] = (model, data, pipeline)
         per_update: dict[str, list[float]] = {name: [] for name in runs}
+        cpu_per_update: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
         for index in range(args.rounds):
             shift = index % len(names)
             for name in names[shift:] + names[:shift]:
                 model, data, pipeline = runs[name]
                 before = int(model.optimizer.iterations.numpy())
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 train(model, data, engine=engine, epochs=1, gradients=pipeline)
-                elapsed = time.perf_counter() - start
-                per_update[name].append(elapsed / (int(model.optimizer.iterations.numpy()) - before))
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                updates = int(model.optimizer.iterations.numpy()) - before
+                per_update[name].append(elapsed / updates)
+                cpu_per_update[name].append(cpu / updates)
         print(f"\n{engine}: digits CNN, batch {args.batch_size}, {args.rounds} interleaved rounds")
         for name in names:
             against = "norm" if name == "accum" else "bare"
             ratios = [a / b for a, b in zip(per_update[name], per_update[against], strict=True)]
+            fastest = min(per_update[name]) / min(per_update[against])
+            cpu = statistics.median(cpu_per_update[name]) / statistics.median(
+                cpu_per_update[against]
+            )
             print(
                 f"  {name:6s} {statistics.median(per_update[name]) * 1e3:7.3f} ms/update   "
-                f"median per-round ratio to {against}: {statistics.median(ratios):.3f}",
+                f"to {against}: median per-round ratio {statistics.median(ratios):.3f}, "
+                f"fastest-round ratio {fastest:.3f}, CPU time ratio {cpu:.3f}",
                 flush=True,
             )
 
