@@ -1,9 +1,9 @@
 """Checkpoint cost: size, write time, the training thread's stall per save, and the time to
 load and restore one, for the digits CNN and a ~50 MB MLP (Adam: weights + 2 slots).
 
-The stall is what the training thread spends per save: delivering queued step events,
-capturing every state part as NumPy copies, and handing them to the writer thread. Pickling,
-writing, fsync and retention run on the writer thread (the "write" column).
+The stall is what the training thread spends per save: reading every state part (tensors,
+not yet copied out, as the loop's checkpointing does) and handing them to the writer thread.
+Copying out, pickling, writing, fsync and retention run on the writer thread ("write").
 
     python benchmarks/checkpoints.py --saves 5
 """
@@ -55,7 +55,7 @@ def main() -> None:
             stalls = []
             for index in range(args.saves):
                 start = time.perf_counter()
-                store.save(loop.capture_state(), step=index, epoch=1, batch=0)
+                store.save(loop.capture_state(snapshot=True), step=index, epoch=1, batch=0)
                 stalls.append(time.perf_counter() - start)
                 store.wait()
             latest = store.checkpoints()[-1].path

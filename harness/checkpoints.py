@@ -1,7 +1,8 @@
 """Checkpoints on disk: atomic, checksummed, retained by policy, written off the training thread.
 
 A checkpoint is one directory, `ckpt-<sequence>`, holding `state.pkl` (what
-`TrainingLoop.capture_state()` returned: plain Python and NumPy) and `manifest.json` (the
+`TrainingLoop.capture_state()` returned: plain Python and NumPy, pickled with the arrays out
+of band) and `manifest.json` (the
 step, epoch and batch it was taken at, the monitored value, the SHA-256 of `state.pkl`, and the
 caller's metadata: the MLflow run id, the config). A save is written aside (`.tmp-...`),
 fsynced, then renamed into place, so a crash or a full disk mid-write leaves the checkpoints
@@ -27,6 +28,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import threading
 import time
 import warnings
@@ -35,12 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.state import materialize
+
 __all__ = ["CheckpointInfo", "CheckpointStore", "Checkpointing", "DamagedCheckpoint"]
 
 _NAME = re.compile(r"ckpt-(\d{6,})")
 _TMP = re.compile(r"\.tmp-ckpt-\d{6,}-\d+")
 STATE_FILE, MANIFEST_FILE = "state.pkl", "manifest.json"
 FORMAT = 1
+MAGIC = b"HARNESS-STATE-1\n"
 
 
 class DamagedCheckpoint(ValueError):
@@ -218,10 +223,13 @@ class CheckpointStore:
         aside = self.directory / f".tmp-{path.name}-{os.getpid()}"
         aside.mkdir()
         try:
-            payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-            _write_synced(aside / STATE_FILE, payload)
-            manifest = {**manifest, "sha256": hashlib.sha256(payload).hexdigest()}
-            manifest["size"] = len(payload)
+            parts = _serialise(materialize(state))
+            _write_synced(aside / STATE_FILE, parts)
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(part)
+            manifest = {**manifest, "sha256": digest.hexdigest()}
+            manifest["size"] = sum(memoryview(part).nbytes for part in parts)
             _write_synced(aside / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
             _fsync_directory(aside)
             if before_write is not None:
@@ -255,12 +263,15 @@ class CheckpointStore:
         path = Path(path)
         manifest = _manifest(path)
         try:
-            payload = (path / STATE_FILE).read_bytes()
+            file = path / STATE_FILE
+            payload = bytearray(file.stat().st_size)  # writable: restored arrays may be too
+            with open(file, "rb") as reading:
+                reading.readinto(payload)
         except OSError as error:
             raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} unreadable ({error})") from None
         if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
             raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} does not match its checksum")
-        return _info(path, manifest), pickle.loads(payload)
+        return _info(path, manifest), _deserialise(payload)
 
     def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         """The newest checkpoint that verifies; a damaged newer one is warned about, by name.
@@ -336,9 +347,46 @@ def _info(path: Path, manifest: dict[str, Any]) -> CheckpointInfo:
         raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} lacks {error}") from None
 
 
-def _write_synced(path: Path, payload: bytes) -> None:
+def _serialise(state: dict[str, Any]) -> list[Any]:
+    """`state` as bytes to write: a pickle whose large arrays stay out of band.
+
+    Pickle protocol 5 hands the NumPy arrays' buffers over instead of copying them into the
+    pickle, and writing and hashing those buffers release the GIL: the training thread is not
+    held up by the writer thread copying a large model into one bytes object.
+    Layout: `MAGIC`, the number of buffers and the pickle's length (8 bytes each), the pickle,
+    then each buffer's length and bytes.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(state, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    parts: list[Any] = [MAGIC, struct.pack("<QQ", len(raws), len(head)), head]
+    for raw in raws:
+        parts += [struct.pack("<Q", raw.nbytes), raw]
+    return parts
+
+
+def _deserialise(payload: bytearray) -> dict[str, Any]:
+    view = memoryview(payload)
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise DamagedCheckpoint(f"{STATE_FILE} is not a checkpoint state")
+    offset = len(MAGIC)
+    count, head_size = struct.unpack_from("<QQ", view, offset)
+    offset += 16
+    head = view[offset : offset + head_size]
+    offset += head_size
+    buffers = []
+    for _ in range(count):
+        (size,) = struct.unpack_from("<Q", view, offset)
+        offset += 8
+        buffers.append(view[offset : offset + size])
+        offset += size
+    return dict(pickle.loads(head, buffers=buffers))
+
+
+def _write_synced(path: Path, payload: bytes | list[Any]) -> None:
     with open(path, "wb") as file:
-        file.write(payload)
+        for part in [payload] if isinstance(payload, bytes) else payload:
+            file.write(part)
         file.flush()
         os.fsync(file.fileno())
 

@@ -115,6 +115,12 @@ class WeightAverage:
             "updates": int(self.updates.numpy()),
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """`state()` as tensors read now (see `harness.state.read`)."""
+        from harness.state import read
+
+        return {"shadows": [read(s) for s in self.shadows], "updates": read(self.updates)}
+
     def restore(self, state: dict[str, Any]) -> None:
         for shadow, value in zip(self.shadows, state["shadows"], strict=True):
             shadow.assign(value)

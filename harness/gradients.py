@@ -264,6 +264,13 @@ class GradientPipeline:
         values = {name: np.array(v.numpy()) for name, v in self._state().items()}
         return {**values, "accumulated": [np.array(a.numpy()) for a in self._accumulators]}
 
+    def snapshot(self) -> dict[str, Any]:
+        """`state()` as tensors read now (see `harness.state.read`)."""
+        from harness.state import read
+
+        values = {name: read(v) for name, v in self._state().items()}
+        return {**values, "accumulated": [read(a) for a in self._accumulators]}
+
     def restore(self, state: Mapping[str, Any]) -> None:
         self.build()
         for name, variable in self._state().items():

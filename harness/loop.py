@@ -119,10 +119,13 @@ class TrainingLoop:
         self.state.register("callbacks", CallbackStates(lambda: self.callbacks.callbacks))
         self.state.register("loop", _Position(self))
 
-    def capture_state(self) -> dict[str, Any]:
-        """Every registered part's state at this step boundary (plain Python and NumPy)."""
+    def capture_state(self, *, snapshot: bool = False) -> dict[str, Any]:
+        """Every registered part's state at this step boundary (plain Python and NumPy).
+
+        `snapshot`: large parts as tensors read now, for `harness.state.materialize` later.
+        """
         self._build()
-        return self.state.capture()
+        return self.state.capture(snapshot=snapshot)
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Continue from `state` when `run()` is next called (after `on_train_begin`)."""
@@ -338,7 +341,7 @@ class _Saver:
             return
         if loop._events is not None:
             loop._events.flush()  # step events delivered: callbacks' state matches the weights
-        state = loop.capture_state()
+        state = loop.capture_state(snapshot=True)  # the writer thread copies it out
         scalars = {k: float(v) for k, v in (metrics or {}).items() if np.ndim(v) == 0}
         self.store.save(
             state,

@@ -21,6 +21,29 @@ import numpy as np
 from harness import keras_internals
 
 
+def read(variable: Any) -> Any:
+    """A consistent read of a variable's value as a tensor, not yet copied out.
+
+    Tensor values are immutable: later updates of the variable do not change it (TensorFlow
+    copies the buffer on write while the read is alive), so the training thread can take
+    this snapshot in microseconds and a writer thread turn it into NumPy (`materialize`).
+    """
+    import tensorflow as tf
+
+    return tf.identity(getattr(variable, "value", variable))
+
+
+def materialize(tree: Any) -> Any:
+    """`tree` with every tensor (from `snapshot()`s) turned into NumPy; the rest as it is."""
+    if isinstance(tree, dict):
+        return {key: materialize(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple) and not hasattr(tree, "_fields"):
+        return type(tree)(materialize(value) for value in tree)
+    if hasattr(tree, "numpy") and not isinstance(tree, np.ndarray | np.generic):
+        return np.asarray(tree.numpy())
+    return tree
+
+
 class Stateful(Protocol):
     """Anything whose state the registry saves: `state()` out, `restore(state)` back in."""
 
@@ -45,9 +68,17 @@ class StateRegistry:
     def names(self) -> list[str]:
         return list(self._parts)
 
-    def capture(self) -> dict[str, Any]:
-        """Every part's state, by name."""
-        return {name: part.state() for name, part in self._parts.items()}
+    def capture(self, *, snapshot: bool = False) -> dict[str, Any]:
+        """Every part's state, by name.
+
+        `snapshot`: parts that have a `snapshot()` (variables, EMA shadows, accumulators) give
+        tensors read now instead of NumPy copies; `materialize()` the result later, off the
+        training thread.
+        """
+        return {
+            name: part.snapshot() if snapshot and hasattr(part, "snapshot") else part.state()
+            for name, part in self._parts.items()
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Restore every registered part from `state` (which must hold all of them)."""
@@ -70,6 +101,9 @@ class VariablesState:
 
     def state(self) -> list[np.ndarray]:
         return [np.array(v.numpy(), copy=True) for v in self._variables()]
+
+    def snapshot(self) -> list[Any]:
+        return [read(v) for v in self._variables()]
 
     def restore(self, state: list[np.ndarray]) -> None:
         variables = list(self._variables())

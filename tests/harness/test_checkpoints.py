@@ -58,8 +58,8 @@ def test_a_failed_write_leaves_the_previous_checkpoints_and_no_debris(
     store.save(_state(1.0), step=1, epoch=0, batch=1)
     store.wait()
 
-    def full_disk(path: Path, payload: bytes) -> None:
-        path.write_bytes(payload[:10])
+    def full_disk(path: Path, payload: object) -> None:
+        path.write_bytes(b"the first bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints, "_write_synced", full_disk)
