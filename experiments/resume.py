@@ -64,8 +64,9 @@ def find_resume_point(
     directory = run.data.tags.get(TAG)
     if not directory:
         raise UsageError(
-            f"harness resume: run '{run_id}' recorded no checkpoint directory (tag {TAG}); "
-            "only runs started by harness run can be resumed"
+            f"harness resume: run '{run_id}' has no checkpoint: it recorded no checkpoint "
+            f"directory (tag {TAG}), so it stopped before training began or was not started "
+            "by harness run. Start it again with harness run"
         )
     with tempfile.TemporaryDirectory() as tmp:
         try:

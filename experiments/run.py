@@ -104,7 +104,6 @@ def run_experiment(
             sink.set_tags(
                 {
                     "harness.tensorboard_dir": str(tb_dir.resolve()),
-                    CHECKPOINT_TAG: str(policy.store.directory.resolve()),
                     **({} if resume is None else _resume_tags(resume)),
                 }
             )
@@ -165,6 +164,8 @@ def _train_and_log(
         config_file = Path(tmp) / "config.yaml"
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         sink.log_artifact(config_file)
+    # Tagged once the config is logged: a run with this tag has what a resume needs.
+    sink.set_tags({CHECKPOINT_TAG: str(checkpoints.store.directory.resolve())})
     trainer = config.trainer
     logger = MetricsLogger(sink, log_every_n_steps=trainer.log_every_n_steps)
     extra: list[Any] = []

@@ -171,3 +171,72 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     line = _one_line_exit_2(["resume", run_id, *uri], capsys)
     assert f"the checkpoints of run '{run_id}' are missing" in line
     assert len(client.search_runs([experiment])) == 1
+
+
+def _start_child(config: Path, uri: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "run", str(config), "--tracking-uri", uri],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(condition: object, child: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 240
+    while not condition():  # type: ignore[operator]
+        assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"no {what} within 4 minutes"
+        time.sleep(0.02)
+
+
+def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint_is_named(
+    in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    client = MlflowClient(mlflow_uri)
+    reference = write_config(in_tmp, _changes("custom", "term-ref", in_tmp / "a"), "a.yaml")
+    assert main(["run", str(reference), "--tracking-uri", mlflow_uri]) == 0
+    (expected,) = client.search_runs([client.get_experiment_by_name("term-ref").experiment_id])
+
+    # SIGTERM (preemption, docker stop): a checkpoint at the next update boundary, then KILLED.
+    changes = {**_changes("custom", "term", in_tmp / "b"), "checkpoint.every_n_steps": None}
+    config = write_config(in_tmp, changes, "b.yaml")
+    child = _start_child(config, mlflow_uri, in_tmp)
+    _wait_for(lambda: any((in_tmp / "b" / "ckpt").glob("*/ckpt-*")), child, "first checkpoint")
+    time.sleep(0.2)  # mid-epoch 2: the first checkpoint came at the end of epoch 1
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) != 0
+    (run,) = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    assert run.info.status == "KILLED"
+    checkpoints = sorted((in_tmp / "b" / "ckpt" / run.info.run_id).glob("ckpt-*"))
+    assert len(checkpoints) == 2  # epoch 1's end, and the one the SIGTERM made
+    assert main(["resume", run.info.run_id, "--tracking-uri", mlflow_uri]) == 0
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    for got, want in zip(
+        _final_weights(client, run.info.run_id),
+        _final_weights(client, expected.info.run_id),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert _history(client, run.info.run_id) == _history(client, expected.info.run_id)
+    capsys.readouterr()
+
+    # Killed before its first checkpoint: nothing to resume from, and resume says so.
+    early = write_config(in_tmp, {**changes, "tracking.experiment": "early"}, "c.yaml")
+    child = _start_child(early, mlflow_uri, in_tmp)
+
+    def training_begins() -> bool:  # the checkpoint directory is tagged just before
+        experiment = client.get_experiment_by_name("early")
+        runs = [] if experiment is None else client.search_runs([experiment.experiment_id])
+        return bool(runs) and "harness.checkpoint_dir" in runs[0].data.tags
+
+    _wait_for(training_begins, child, "MLflow run")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    (run,) = client.search_runs([client.get_experiment_by_name("early").experiment_id])
+    line = _one_line_exit_2(["resume", run.info.run_id, "--tracking-uri", mlflow_uri], capsys)
+    assert f"run '{run.info.run_id}' has no checkpoint in" in line  # its directory is empty
