@@ -10,6 +10,7 @@ from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 
 TAG = "harness.checkpoint_dir"  # the MLflow tag `harness resume` finds the checkpoints by
+MIRROR = "checkpoint/latest"  # the artifact path of the mirrored latest checkpoint
 
 
 def checkpoint_dir(config: ExperimentConfig, run_id: str) -> Path:
@@ -44,10 +45,12 @@ def checkpointing(
     run_id: str,
     directory: Path | None = None,
     before_write: Callable[[], None] | None = None,
+    upload: Callable[[Path], None] | None = None,
 ) -> Any:
     """The loop's `Checkpointing` for this run, its store opened in the run's directory
     (`directory`, for a resumed run: where its checkpoints are); `before_write` delivers the
-    metrics logged so far before each checkpoint is put in place."""
+    metrics logged so far before each checkpoint is put in place; with
+    `checkpoint.mirror_to_mlflow`, `upload` sends each checkpoint to the run's artifacts."""
     from harness.checkpoints import Checkpointing, CheckpointStore
 
     section = config.checkpoint
@@ -66,4 +69,5 @@ def checkpointing(
         every_n_minutes=section.every_n_minutes,
         metadata={"run_id": run_id, "experiment": config.tracking.experiment},
         before_write=before_write,
+        after_write=upload if section.mirror_to_mlflow else None,
     )

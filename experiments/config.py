@@ -280,6 +280,9 @@ class CheckpointSection(_Section):
     monitor: str | None = Field(None, description="an epoch metric, e.g. val_loss")
     mode: Literal["min", "max"] = "min"
     keep_every_n_epochs: int | None = Field(None, ge=1, description="kept permanently")
+    mirror_to_mlflow: bool = Field(
+        False, description="upload each checkpoint as artifacts checkpoint/latest/"
+    )
 
     @model_validator(mode="after")
     def _best_needs_monitor(self) -> CheckpointSection:

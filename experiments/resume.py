@@ -88,7 +88,36 @@ def find_resume_point(
             f"Only {', '.join(SAFE_TO_CHANGE)} may change on resume; start a new run with "
             "harness run for the rest"
         )
-    return config, _latest_checkpoint(run_id, Path(directory), config, changed)
+    local = Path(directory)
+    if not local.is_dir():
+        local = _from_mirror(client, run_id, local, config)
+    return config, _latest_checkpoint(run_id, local, config, changed)
+
+
+def _from_mirror(client: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:
+    """Where the run's mirrored checkpoint (`checkpoint.mirror_to_mlflow`) is put, downloaded
+    from its artifacts, when the directory it was written to is not on this machine."""
+    import json
+    import shutil
+
+    from mlflow.exceptions import MlflowException
+
+    from experiments.checkpoint_setup import MIRROR, checkpoint_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            mirrored = Path(client.download_artifacts(run_id, MIRROR, tmp))
+            sequence = int(json.loads((mirrored / "manifest.json").read_text())["sequence"])
+        except (MlflowException, OSError, ValueError, KeyError):
+            return directory  # nothing mirrored: reported as missing below
+        for target in (directory, checkpoint_dir(config, run_id).resolve()):
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue  # the other machine's path: use this machine's default instead
+            shutil.move(str(mirrored), target / f"ckpt-{sequence:06d}")
+            return target
+    return directory
 
 
 def _latest_checkpoint(
@@ -99,7 +128,8 @@ def _latest_checkpoint(
     if not directory.is_dir():
         raise UsageError(
             f"harness resume: the checkpoints of run '{run_id}' are missing: '{directory}' "
-            "does not exist. Restore that directory (or run on the machine that holds it)"
+            "does not exist and none was mirrored to MLflow. Restore that directory, run on "
+            "the machine that holds it, or set checkpoint.mirror_to_mlflow=true next time"
         )
     section = config.checkpoint
     store = CheckpointStore(

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from experiments import run_record
+from experiments.checkpoint_setup import MIRROR, checkpointing
 from experiments.checkpoint_setup import TAG as CHECKPOINT_TAG
-from experiments.checkpoint_setup import checkpointing
 from experiments.compare_view import publish_compare_view
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import TrainingFailed, UsageError
@@ -100,7 +100,13 @@ def run_experiment(
                 mlflow_sink.monitor_system(config.tracking.system_metrics_every_s)
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
             directory = None if resume is None else resume.directory
-            policy = checkpointing(config, mlflow_sink.run_id, directory, mlflow_sink.flush)
+            policy = checkpointing(
+                config,
+                mlflow_sink.run_id,
+                directory,
+                before_write=mlflow_sink.flush,
+                upload=lambda path: mlflow_sink.log_artifact(path, artifact_path=MIRROR),
+            )
             sink.set_tags(
                 {
                     "harness.tensorboard_dir": str(tb_dir.resolve()),

@@ -81,6 +81,8 @@ class Checkpointing:
         before_write: called on the writer thread before a checkpoint is put in place, e.g.
             a metric sink's flush: what was logged up to a checkpoint is delivered before the
             checkpoint exists, so a run resumed from it cannot have lost those metrics.
+        after_write: called on the writer thread with the checkpoint's path once it is in
+            place (e.g. to upload it); its failure is warned about, the checkpoint stays.
 
     The loop also saves when a stop is requested (SIGTERM, SIGINT), before it raises
     `TrainingInterrupted`, and when training ends.
@@ -92,6 +94,7 @@ class Checkpointing:
     every_n_minutes: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     before_write: Callable[[], None] | None = None
+    after_write: Callable[[Path], None] | None = None
 
 
 class CheckpointStore:
@@ -150,10 +153,12 @@ class CheckpointStore:
         metrics: Mapping[str, float] | None = None,
         metadata: Mapping[str, Any] | None = None,
         before_write: Callable[[], None] | None = None,
+        after_write: Callable[[Path], None] | None = None,
     ) -> Path:
         """Write `state` on the writer thread; returns where it will be once written.
 
-        `before_write` runs on that thread before the checkpoint is renamed into place.
+        `before_write` runs on that thread before the checkpoint is renamed into place,
+        `after_write` after, with its path.
         """
         started = time.perf_counter()
         self._join()
@@ -176,7 +181,7 @@ class CheckpointStore:
         path = self.directory / f"ckpt-{self._sequence:06d}"
         self._thread = threading.Thread(
             target=self._write_guarded,
-            args=(path, dict(state), manifest, before_write),
+            args=(path, dict(state), manifest, before_write, after_write),
             daemon=False,
         )
         self._thread.start()
@@ -204,6 +209,7 @@ class CheckpointStore:
         state: dict[str, Any],
         manifest: dict[str, Any],
         before_write: Callable[[], None] | None,
+        after_write: Callable[[Path], None] | None = None,
     ) -> None:
         started = time.perf_counter()
         try:
@@ -212,6 +218,11 @@ class CheckpointStore:
         except BaseException as error:  # reported on the training thread at the next save
             self._error = error
         self.write_s.append(time.perf_counter() - started)
+        if after_write is not None and self._error is None:
+            try:
+                after_write(path)
+            except Exception as error:
+                warnings.warn(f"after checkpoint {path.name} was written: {error!r}", stacklevel=1)
 
     def _write(
         self,

@@ -352,6 +352,7 @@ class _Saver:
             metrics=scalars,
             metadata=self.policy.metadata,
             before_write=self.policy.before_write,
+            after_write=self.policy.after_write,
         )
         self._batches, self._last_time, self._fresh = 0, time.monotonic(), True
         if wait:

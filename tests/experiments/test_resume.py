@@ -240,3 +240,29 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint
     (run,) = client.search_runs([client.get_experiment_by_name("early").experiment_id])
     line = _one_line_exit_2(["resume", run.info.run_id, "--tracking-uri", mlflow_uri], capsys)
     assert f"run '{run.info.run_id}' has no checkpoint in" in line  # its directory is empty
+
+
+def test_a_mirrored_checkpoint_resumes_where_the_checkpoint_directory_is_gone(
+    in_tmp: Path, mlflow_uri: str
+) -> None:
+    import shutil
+
+    changes = {
+        "trainer.epochs": 1,
+        "tracking.experiment": "mirror",
+        "tracking.tensorboard_dir": str(in_tmp / "tb"),
+        "checkpoint.dir": str(in_tmp / "elsewhere" / "{run_id}"),
+        "checkpoint.mirror_to_mlflow": True,
+    }
+    assert main(["run", str(write_config(in_tmp, changes)), "--tracking-uri", mlflow_uri]) == 0
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("mirror").experiment_id
+    (run,) = client.search_runs([experiment])
+    run_id = run.info.run_id
+    mirrored = {a.path for a in client.list_artifacts(run_id, "checkpoint/latest")}
+    assert mirrored == {"checkpoint/latest/manifest.json", "checkpoint/latest/state.pkl"}
+    shutil.rmtree(in_tmp / "elsewhere")  # another machine: only the MLflow server is shared
+    assert main(["resume", run_id, "trainer.epochs=2", "--tracking-uri", mlflow_uri]) == 0
+    assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert any((in_tmp / "elsewhere" / run_id).glob("ckpt-*"))  # downloaded, then trained on
