@@ -23,13 +23,7 @@ def check_checkpoint_dir(config: ExperimentConfig) -> None:
     template = config.checkpoint.dir
     fixed = template.split("{run_id}")[0].format(experiment=config.tracking.experiment)
     root = Path(fixed) if "{run_id}" in template else Path(fixed).parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"checkpoint.dir: cannot create '{root}' ({error.strerror}). Point it at a "
-            "writable directory, e.g. checkpoint.dir=checkpoints/{experiment}/{run_id}"
-        ) from None
+    make_directory(root, key="checkpoint.dir", example="checkpoints/{experiment}/{run_id}")
     if "{run_id}" not in template:
         directory = Path(fixed)
         if directory.is_dir() and any(directory.glob("ckpt-*")):
@@ -38,6 +32,32 @@ def check_checkpoint_dir(config: ExperimentConfig) -> None:
                 "this run's retention would delete: keep {run_id} in it (the default is "
                 "checkpoints/{experiment}/{run_id}), or resume that run with harness resume"
             )
+
+
+def open_store(config: ExperimentConfig, directory: Path) -> Any:
+    """The `CheckpointStore` in `directory`, with `checkpoint:`'s retention rules."""
+    from harness.checkpoints import CheckpointStore
+
+    section = config.checkpoint
+    return CheckpointStore(
+        directory,
+        keep_last=section.keep_last,
+        keep_best=section.keep_best,
+        monitor=section.monitor,
+        mode=section.mode,
+        keep_every_n_epochs=section.keep_every_n_epochs,
+    )
+
+
+def make_directory(directory: Path, *, key: str, example: str) -> None:
+    """Create `directory` (and parents) or raise the one-line UsageError naming `key`."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"{key}: cannot create '{directory}' ({error.strerror}). Point it at a writable "
+            f"directory, e.g. {key}={example}"
+        ) from None
 
 
 def checkpointing(
@@ -51,19 +71,11 @@ def checkpointing(
     (`directory`, for a resumed run: where its checkpoints are); `before_write` delivers the
     metrics logged so far before each checkpoint is put in place; with
     `checkpoint.mirror_to_mlflow`, `upload` sends each checkpoint to the run's artifacts."""
-    from harness.checkpoints import Checkpointing, CheckpointStore
+    from harness.checkpoints import Checkpointing
 
     section = config.checkpoint
-    store = CheckpointStore(
-        directory or checkpoint_dir(config, run_id),
-        keep_last=section.keep_last,
-        keep_best=section.keep_best,
-        monitor=section.monitor,
-        mode=section.mode,
-        keep_every_n_epochs=section.keep_every_n_epochs,
-    )
     return Checkpointing(
-        store,
+        open_store(config, directory or checkpoint_dir(config, run_id)),
         every_n_steps=section.every_n_steps,
         every_n_epochs=section.every_n_epochs,
         every_n_minutes=section.every_n_minutes,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import registry
-from experiments.checkpoint_setup import check_checkpoint_dir
+from experiments.checkpoint_setup import check_checkpoint_dir, make_directory
 from experiments.config import ExperimentConfig
 from experiments.errors import UsageError
 from experiments.schedule_setup import build_learning_rate, build_plateau
@@ -250,10 +250,4 @@ def _check_precision(model: Any, loss: Any, train: Any, config: ExperimentConfig
 
 
 def _check_tensorboard_dir(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"tracking.tensorboard_dir: cannot create '{directory}' ({error.strerror}). "
-            "Point it at a writable directory, e.g. tracking.tensorboard_dir=runs"
-        ) from None
+    make_directory(directory, key="tracking.tensorboard_dir", example="runs")

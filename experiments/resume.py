@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.checkpoint_setup import TAG
+from experiments.checkpoint_setup import TAG, open_store
 from experiments.config import ExperimentConfig, flatten
 from experiments.config_loader import load_config
 from experiments.errors import UsageError
@@ -123,7 +123,7 @@ def _from_mirror(client: Any, run_id: str, directory: Path, config: ExperimentCo
 def _latest_checkpoint(
     run_id: str, directory: Path, config: ExperimentConfig, changed: dict[str, Any]
 ) -> ResumePoint:
-    from harness.checkpoints import CheckpointStore, DamagedCheckpoint
+    from harness.checkpoints import DamagedCheckpoint
 
     if not directory.is_dir():
         raise UsageError(
@@ -131,15 +131,7 @@ def _latest_checkpoint(
             "does not exist and none was mirrored to MLflow. Restore that directory, run on "
             "the machine that holds it, or set checkpoint.mirror_to_mlflow=true next time"
         )
-    section = config.checkpoint
-    store = CheckpointStore(
-        directory,
-        keep_last=section.keep_last,
-        keep_best=section.keep_best,
-        monitor=section.monitor,
-        mode=section.mode,
-        keep_every_n_epochs=section.keep_every_n_epochs,
-    )
+    store = open_store(config, directory)
     try:
         loaded = store.load_latest()
     except DamagedCheckpoint as error:

@@ -69,6 +69,15 @@ def _final_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
     return [np.array(w) for w in model.get_weights()]
 
 
+def _assert_same_training(client: MlflowClient, resumed: str, uninterrupted: str) -> None:
+    """Bit-identical final weights and the same metric history, step for step."""
+    for got, want in zip(
+        _final_weights(client, resumed), _final_weights(client, uninterrupted), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert _history(client, resumed) == _history(client, uninterrupted)
+
+
 @pytest.mark.parametrize("engine", ["fit", "custom"])
 def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     engine: str, in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
@@ -86,18 +95,9 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
 
     # The same config in a child process, killed once its second checkpoint is on disk.
     config = write_config(in_tmp, _changes(engine, f"kill-{engine}", in_tmp / "b"), "b.yaml")
-    child = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "run", str(config), "--tracking-uri", mlflow_uri],
-        cwd=in_tmp,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 240
-    while len(list((in_tmp / "b" / "ckpt").glob("*/ckpt-*"))) < 2:
-        assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "no second checkpoint within 4 minutes"
-        time.sleep(0.02)
+    child = _start_child(config, mlflow_uri, in_tmp)
+    checkpoints = in_tmp / "b" / "ckpt"
+    _wait_for(lambda: len(list(checkpoints.glob("*/ckpt-*"))) >= 2, child, "second checkpoint")
     time.sleep(0.3)  # a few more batches: past the checkpoint, recomputed after the resume
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
@@ -112,13 +112,7 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     assert [r.info.run_id for r in runs] == [killed.info.run_id]  # one run, continued
     assert runs[0].info.status == "FINISHED"
     assert "harness.resumed_from" in runs[0].data.tags
-    for got, want in zip(
-        _final_weights(client, killed.info.run_id),
-        _final_weights(client, expected_run.info.run_id),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(got, want)
-    assert _history(client, killed.info.run_id) == _history(client, expected_run.info.run_id)
+    _assert_same_training(client, killed.info.run_id, expected_run.info.run_id)
 
 
 def _one_line_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -216,13 +210,7 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint
     assert len(checkpoints) == 2  # epoch 1's end, and the one the SIGTERM made
     assert main(["resume", run.info.run_id, "--tracking-uri", mlflow_uri]) == 0
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    for got, want in zip(
-        _final_weights(client, run.info.run_id),
-        _final_weights(client, expected.info.run_id),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(got, want)
-    assert _history(client, run.info.run_id) == _history(client, expected.info.run_id)
+    _assert_same_training(client, run.info.run_id, expected.info.run_id)
     capsys.readouterr()
 
     # Killed before its first checkpoint: nothing to resume from, and resume says so.
