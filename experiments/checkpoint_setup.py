@@ -42,7 +42,8 @@ def open_store(config: ExperimentConfig, directory: Path) -> Any:
     return CheckpointStore(
         directory,
         keep_last=section.keep_last,
-        keep_best=section.keep_best,
+        # The best checkpoint is where the best model is exported from: always kept.
+        keep_best=max(section.keep_best, 1 if section.monitor else 0),
         monitor=section.monitor,
         mode=section.mode,
         keep_every_n_epochs=section.keep_every_n_epochs,

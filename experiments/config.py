@@ -277,7 +277,11 @@ class CheckpointSection(_Section):
     every_n_minutes: float | None = Field(None, gt=0)
     keep_last: int = Field(2, ge=1)
     keep_best: int = Field(0, ge=0, description="the best by monitor, kept besides the last")
-    monitor: str | None = Field(None, description="an epoch metric, e.g. val_loss")
+    monitor: str | None = Field(
+        None,
+        description="an epoch metric, e.g. val_loss: the best checkpoint by it is kept and "
+        "exported as best_model",
+    )
     mode: Literal["min", "max"] = "min"
     keep_every_n_epochs: int | None = Field(None, ge=1, description="kept permanently")
     mirror_to_mlflow: bool = Field(

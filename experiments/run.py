@@ -21,6 +21,7 @@ from experiments.checkpoint_setup import TAG as CHECKPOINT_TAG
 from experiments.compare_view import publish_compare_view
 from experiments.config import ExperimentConfig, flatten
 from experiments.errors import TrainingFailed, UsageError
+from experiments.export import log_models
 from experiments.prepare import Prepared, prepare
 from experiments.resume import ResumePoint
 from experiments.signals import signals_deferred
@@ -198,21 +199,9 @@ def _train_and_log(
     )
     values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)
-    # The final epoch's metrics (logged at this step) are linked to the logged model.
-    step = int(prepared.model.optimizer.iterations.numpy())
+    # The last epoch's metrics (logged at this step) are linked to the last model.
     final = {key: column[-1] for key, column in values.items() if column}
-    example = _input_example(prepared)
-    sink.log_model(prepared.model, name="model", input_example=example, step=step, metrics=final)
-    if prepared.ema is not None:
-        ema_metrics = {k: v for k, v in final.items() if k.startswith("val_ema_")}
-        with prepared.ema.swapped():  # the averaged weights, as their own logged model
-            sink.log_model(
-                prepared.model,
-                name="model_ema",
-                input_example=example,
-                step=step,
-                metrics=ema_metrics,
-            )
+    log_models(prepared, sink, final, checkpoints.store)
     halted = prepared.gradients.halt_reason if prepared.gradients is not None else None
     if halted is not None:  # trainer.on_nan: stop ended training; what it made is logged
         raise TrainingFailed(halted)
@@ -238,15 +227,3 @@ def _log_history(sink: Any, history: dict[str, list[float]]) -> None:
         frame.insert(0, "epoch", range(1, len(frame) + 1))  # counted from 1, as in MLflow
         frame.to_csv(path, index=False)
         sink.log_artifact(path)
-
-
-def _input_example(prepared: Prepared) -> Any:
-    import numpy as np
-
-    sample = prepared.sample_input
-    if sample is not None:
-        return sample[:5] if isinstance(sample, np.ndarray) else sample
-    # Generators cannot be peeked; a zero batch of the model's input shape still gives a signature.
-    model_input = prepared.model.inputs[0]
-    shape = tuple(1 if d is None else d for d in model_input.shape)
-    return np.zeros(shape, dtype=model_input.dtype)

@@ -66,6 +66,7 @@ class CheckpointInfo:
     permanent: bool
     saved_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the epoch's, at an epoch end
 
 
 @dataclass
@@ -174,6 +175,7 @@ class CheckpointStore:
             "batch": int(batch),
             "epoch_end": bool(epoch_end),
             "monitor": None if value is None else float(value),
+            "metrics": {key: float(v) for key, v in (metrics or {}).items()},
             "permanent": bool(epoch_end and every and epoch > 0 and epoch % every == 0),
             "saved_at": time.time(),
             "metadata": dict(metadata or {}),
@@ -315,6 +317,18 @@ class CheckpointStore:
             )
         return None
 
+    def best(self) -> CheckpointInfo | None:
+        """The kept checkpoint with the best `monitor` value (None without a monitor or one)."""
+        self._join()
+        ranked = self._ranked(self.checkpoints())
+        return ranked[0] if ranked else None
+
+    def _ranked(self, infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
+        """`infos` with a `monitor` value, best first (the earliest of equals first)."""
+        ranked = [info for info in infos if info.monitor is not None]
+        ranked.sort(key=lambda info: info.monitor, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
+        return ranked
+
     # Retention
 
     def _retain(self) -> None:
@@ -322,9 +336,7 @@ class CheckpointStore:
         keep = {info.sequence for info in infos[-self.keep_last :]}
         keep |= {info.sequence for info in infos if info.permanent}
         if self.keep_best:
-            ranked = [info for info in infos if info.monitor is not None]
-            ranked.sort(key=lambda info: info.monitor, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
-            keep |= {info.sequence for info in ranked[: self.keep_best]}
+            keep |= {info.sequence for info in self._ranked(infos)[: self.keep_best]}
         for info in infos:
             if info.sequence not in keep:
                 shutil.rmtree(info.path, ignore_errors=True)
@@ -353,6 +365,7 @@ def _info(path: Path, manifest: dict[str, Any]) -> CheckpointInfo:
             permanent=bool(manifest["permanent"]),
             saved_at=float(manifest["saved_at"]),
             metadata=dict(manifest.get("metadata") or {}),
+            metrics=dict(manifest.get("metrics") or {}),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} lacks {error}") from None

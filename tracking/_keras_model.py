@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+SAVED_MODEL_DIR = "saved_model"  # inside each logged model: the `model.export` SavedModel
 
 # The pip package providing each Keras backend, pinned into the saved model's requirements.
 _BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -104,7 +107,37 @@ def save_keras_model(
         input_example=input_example,
         pip_requirements=_pip_requirements(),
     )
+    _add_user_code(path)
+    # The SavedModel for serving (TF Serving, TFLite converters): loads without any user code.
+    model.export(str(path / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
     return path
+
+
+def _add_user_code(path: Path) -> None:
+    """Record the model's custom objects in its MLmodel and copy their code into `code/`.
+
+    `mlflow.pyfunc.load_model` then imports them through `tracking.keras_loader` (copied in as
+    the pyfunc loader module), `mlflow.keras.load_model` through keras-harness's MLflow plugin.
+    """
+    from mlflow.models import Model
+
+    from tracking import keras_loader
+    from tracking._keras_code import copy_user_code, user_objects
+
+    description = Model.load(str(path / "MLmodel"))
+    keras_flavor = description.flavors["keras"]
+    objects = user_objects(path / keras_flavor.get("data", "data") / "model.keras")
+    if not objects:
+        return
+    code = path / keras_loader.CODE_DIR
+    copy_user_code(objects, code)
+    code.mkdir(exist_ok=True)
+    shutil.copy2(keras_loader.__file__, code / f"{keras_loader.MODULE_NAME}.py")
+    keras_flavor[keras_loader.FLAVOR_KEY] = objects
+    pyfunc = description.flavors["python_function"]
+    pyfunc["loader_module"] = keras_loader.MODULE_NAME
+    pyfunc["code"] = keras_loader.CODE_DIR
+    description.save(str(path / "MLmodel"))
 
 
 def _pip_requirements() -> list[str]:

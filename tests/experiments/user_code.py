@@ -20,6 +20,35 @@ def make_data(n: int = 96) -> dict[str, tf.data.Dataset]:
     return {"train": train, "validation": (x[64:], y[64:])}
 
 
+def swish2(x):  # noqa: ANN001, ANN201 - Keras's API
+    """A user's activation function."""
+    return x * keras.ops.sigmoid(2.0 * x)
+
+
+class CentreLoss(keras.layers.Layer):
+    """A user's layer: adds `weight` × the features' mean squared distance from their batch
+    centre to the loss, and passes the features on."""
+
+    def __init__(self, weight: float = 0.01, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, features):  # noqa: ANN001, ANN201 - Keras's API
+        centre = keras.ops.mean(features, axis=0, keepdims=True)
+        self.add_loss(self.weight * keras.ops.mean(keras.ops.square(features - centre)))
+        return features
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight": self.weight}
+
+
+def centre_model(hidden: int = 16) -> keras.Model:
+    """Digits logits through a custom activation and the centre-loss layer."""
+    inputs = keras.Input((64,))
+    features = CentreLoss(0.01)(keras.layers.Dense(hidden, activation=swish2)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(features))
+
+
 class MeanConfidence(keras.metrics.Mean):
     """A user's metric class: the mean of the highest predicted probability."""
 
@@ -67,19 +96,37 @@ def float16_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
 
 
 class SlowBatches(keras.callbacks.Callback):
-    """Sleeps after every batch, so a test can kill a run mid-training; changes nothing else."""
+    """Sleeps after every batch, so a test can kill a run mid-training; changes nothing else.
 
-    def __init__(self, seconds: float = 0.01) -> None:
+    With `write_seconds`, writing each checkpoint takes that much longer (its state is slow to
+    pickle, on the writer thread), so a test can kill a run during a checkpoint write.
+    """
+
+    def __init__(self, seconds: float = 0.01, write_seconds: float = 0.0) -> None:
         super().__init__()
         self.seconds = seconds
+        self.write_seconds = write_seconds
 
     def on_train_batch_end(self, batch, logs=None):  # noqa: ANN001 - Keras's API
         import time
 
         time.sleep(self.seconds)
 
-    def state(self) -> None:  # nothing to save: a resumed run starts it afresh, knowingly
-        return None
+    def state(self) -> SlowToWrite | None:  # nothing to resume: a resumed run starts afresh
+        return SlowToWrite(self.write_seconds) if self.write_seconds else None
 
     def restore(self, state: None) -> None:
         pass
+
+
+class SlowToWrite:
+    """Takes `seconds` to pickle (time.sleep releases the GIL: training goes on meanwhile)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[type, tuple[float]]:
+        import time
+
+        time.sleep(self.seconds)
+        return (SlowToWrite, (self.seconds,))
