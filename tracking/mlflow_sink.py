@@ -18,7 +18,7 @@ from tracking._metric_sender import MetricPoint, MetricSender
 from tracking._retry import call_with_retries
 from tracking.dataset import DatasetRecord
 from tracking.sink import RunStatus, Sink, check_status
-from tracking.spill import write_spill_file
+from tracking.spill import read_spill_file, spill_path, write_spill_file
 
 try:
     from mlflow.entities import Metric, Param, RunTag
@@ -171,6 +171,7 @@ class MlflowSink(Sink):
         for key in run.data.metrics:
             history = retry(functools.partial(client.get_metric_history, run_id, key))
             logged.update((key, int(m.step)) for m in history)
+        _replay_spilled(client, run_id, logged, retry)
         retry(lambda: client.update_run(run_id, status="RUNNING"))
         sink = cls(
             client,
@@ -263,14 +264,7 @@ class MlflowSink(Sink):
         if metrics is None:
             linked = [point for point in self._latest.values() if point[2] == step]
         else:
-            now = int(time.time() * 1000)
-            latest = self._latest
-            linked = [
-                latest[key]
-                if latest.get(key, (None, None, None))[1:3] == (value, step)
-                else (key, float(value), step, now)
-                for key, value in metrics.items()
-            ]
+            linked = [self._point(key, float(value), step) for key, value in metrics.items()]
         return log_keras_model(
             self._client,
             run_id=self._run_id,
@@ -283,6 +277,18 @@ class MlflowSink(Sink):
             metrics=linked,
             retry=self._retry,
         )
+
+    def _point(self, key: str, value: float, step: int) -> tuple[str, float, int, int]:
+        """The logged `(key, value, step, timestamp)` point to link a model to; a new one
+        only when the run has none, so linking adds no copies to the run's history."""
+        latest = self._latest.get(key)
+        if latest is not None and latest[1:3] == (value, step):
+            return latest
+        history = self._retry(lambda: self._client.get_metric_history(self._run_id, key))
+        for metric in history:
+            if metric.step == step and metric.value == value:
+                return (key, value, step, metric.timestamp)
+        return (key, value, step, int(time.time() * 1000))
 
     def log_dataset(self, dataset: DatasetRecord) -> None:
         """Record `dataset` as a run input (the UI's "Datasets" column)."""
@@ -474,3 +480,31 @@ def _truncated(what: str, value: str, *, limit: int) -> str:
 def _warn_all(problems: list[str], *, run_id: str) -> None:
     for problem in problems:
         warnings.warn(f"MLflow run {run_id}: {problem}", stacklevel=3)
+
+
+def _replay_spilled(
+    client: Any, run_id: str, logged: set[tuple[str, int]], retry: Callable[..., Any]
+) -> None:
+    """Send the points an earlier attempt of `run_id` saved to its unsent-metrics file (in the
+    working directory or the temp directory) that the run lacks; then remove the file."""
+    from mlflow.entities import Metric
+
+    from tracking._metric_sender import MAX_METRICS_PER_BATCH
+
+    for path in (spill_path(run_id), spill_path(run_id, directory=tempfile.gettempdir())):
+        if not path.is_file():
+            continue
+        points = [point for point in read_spill_file(path) if (point[0], point[2]) not in logged]
+        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+            batch = [
+                Metric(key, value, timestamp, step)
+                for key, value, step, timestamp in points[start : start + MAX_METRICS_PER_BATCH]
+            ]
+            retry(lambda batch=batch: client.log_batch(run_id, metrics=batch, synchronous=True))
+        logged.update((key, step) for key, _, step, _ in points)
+        path.unlink()
+        warnings.warn(
+            f"MLflow run {run_id}: sent the {len(points)} metric points an earlier attempt "
+            f"could not, from {path} (removed)",
+            stacklevel=3,
+        )

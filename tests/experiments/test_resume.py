@@ -93,14 +93,25 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
         [client.get_experiment_by_name(f"ref-{engine}").experiment_id]
     )
 
-    # The same config in a child process, killed once its second checkpoint is on disk.
-    config = write_config(in_tmp, _changes(engine, f"kill-{engine}", in_tmp / "b"), "b.yaml")
+    # The same config in a child process, its checkpoints slow to write (0.4 s), killed
+    # mid-epoch 1 while it writes its third: the batches since the second are recomputed.
+    changes = _changes(engine, f"kill-{engine}", in_tmp / "b")
+    changes["callbacks"][0]["init_args"]["write_seconds"] = 0.4  # type: ignore[index]
+    config = write_config(in_tmp, changes, "b.yaml")
     child = _start_child(config, mlflow_uri, in_tmp)
     checkpoints = in_tmp / "b" / "ckpt"
-    _wait_for(lambda: len(list(checkpoints.glob("*/ckpt-*"))) >= 2, child, "second checkpoint")
-    time.sleep(0.3)  # a few more batches: past the checkpoint, recomputed after the resume
+
+    def writing_the_third() -> bool:
+        return len(list(checkpoints.glob("*/ckpt-*"))) >= 2 and any(
+            checkpoints.glob("*/.tmp-ckpt-*")
+        )
+
+    _wait_for(writing_the_third, child, "third checkpoint's write")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
+    (run_dir,) = checkpoints.iterdir()
+    written = sorted(path.name for path in run_dir.glob("ckpt-*"))
+    assert len(written) == 2 and any(run_dir.glob(".tmp-ckpt-*")), written  # cut mid-write
     (killed,) = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
     assert killed.info.status == "RUNNING"  # nobody could mark it
     capsys.readouterr()
@@ -112,6 +123,8 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     assert [r.info.run_id for r in runs] == [killed.info.run_id]  # one run, continued
     assert runs[0].info.status == "FINISHED"
     assert "harness.resumed_from" in runs[0].data.tags
+    assert "step 8 " in runs[0].data.tags["harness.resumed_from"]  # the second checkpoint
+    assert not list(run_dir.glob(".tmp-*"))  # the cut write's debris is gone
     _assert_same_training(client, killed.info.run_id, expected_run.info.run_id)
 
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tracking.mlflow_sink import MlflowSink
-from tracking.spill import read_spill_file, replay_spill_file, spill_path
+from tracking.spill import read_spill_file, replay_spill_file, spill_path, write_spill_file
 
 
 def _history(sink: MlflowSink, name: str) -> list[tuple[int, float]]:
@@ -129,6 +129,26 @@ def test_attached_sink_resumes_a_run(start_mlflow_sink: Any) -> None:
     assert resumed.experiment_id == first.experiment_id
     assert _history(resumed, "loss") == [(0, 2.0), (1, 1.0)]
     assert MlflowClient(first.tracking_uri).get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_resume_sends_what_an_earlier_attempt_saved_as_unsent_once(
+    start_mlflow_sink: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = start_mlflow_sink()
+    first.log_metrics({"loss": 3.0}, step=1)
+    first.close("KILLED")
+    # What the first attempt could not send (the server was down): step 1 again, and 2 and 3.
+    points = [("loss", 3.0, 1, 1000), ("loss", 2.0, 2, 2000), ("acc", 0.5, 2, 2000)]
+    write_spill_file(points, run_id=first.run_id)
+    with pytest.warns(UserWarning, match="sent the 2 metric points an earlier attempt could not"):
+        resumed = MlflowSink.resume(first.tracking_uri, first.run_id)
+    assert not spill_path(first.run_id).exists()
+    resumed.log_metrics({"loss": 2.0, "acc": 0.5}, step=2)  # recomputed: not sent again
+    resumed.log_metrics({"loss": 1.0}, step=3)
+    resumed.close()
+    assert _history(resumed, "loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert _history(resumed, "acc") == [(2, 0.5)]
 
 
 def test_deleted_experiment_is_reported(
