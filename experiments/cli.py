@@ -160,6 +160,54 @@ def ui(
 
 
 @app.command()
+def search(
+    config: Annotated[str, typer.Argument(help="An experiment config with a search: section.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted key=value overrides, applied to every trial's config."),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Slots: 0,1,2,3 (a GPU per trial), 0,1:2,3 (two per trial), cpu:2 "
+            "(default: every visible GPU, else one CPU slot)."
+        ),
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Trials to run (search.n_trials).")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (search.study).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (default: journal file searches/<study>/journal.log)."
+        ),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Run an Optuna search over CONFIG's search: space, one trial process per slot."""
+    from experiments.config_loader import load_config
+    from experiments.search import run_search
+
+    loaded = load_config(config, overrides or [])
+    result = run_search(
+        loaded,
+        devices=devices,
+        n_trials=n_trials,
+        study_name=study,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        echo=typer.echo,
+    )
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
+    typer.echo(f"study '{result.study}': {counts}; parent run {result.parent_run_id}")
+    if result.best is not None:
+        typer.echo(
+            f"  best: trial {result.best['number']} {result.best['values']} {result.best['params']}"
+        )
+
+
+@app.command()
 def runs(
     experiment: Annotated[
         str | None, typer.Option(help="Only this experiment (default: all).")

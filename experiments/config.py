@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from experiments.search_config import SearchSection
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -323,6 +325,7 @@ class ExperimentConfig(_Section):
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    search: SearchSection | None = Field(None, description="what `harness search` explores")
 
 
 _PARAM_KEY = re.compile(r"[\w\-. :/]+")  # what MLflow allows in a param's name

@@ -130,16 +130,22 @@ def _explain(error: ValidationError, path: Path, text: str, overrides: Sequence[
 
 def _valid_keys(section_loc: list[str]) -> list[str]:
     model: type[BaseModel] = ExperimentConfig
+    keyed = False  # the part after a mapping-typed field is one of its keys (search.space.<path>)
     for part in section_loc:
-        if part.isdigit():
+        if part.isdigit() or keyed:
+            keyed = False
             continue
-        annotation = model.model_fields[part].annotation
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        keyed = "dict" in str(annotation)
         inner = getattr(annotation, "__args__", (annotation,))
         found = [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)]
         if not found:
             return []
         model = found[0]
-    return sorted(model.model_fields)
+    return sorted((info.alias or name) for name, info in model.model_fields.items())
 
 
 def _where(text: str, loc: tuple[Any, ...], path: Path, overrides: Sequence[str]) -> str:

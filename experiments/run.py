@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import tempfile
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,16 @@ def run_experiment(
     config_path: str | None = None,
     command: str | None = None,
     resume: ResumePoint | None = None,
+    tags: Mapping[str, str] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    started: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train one experiment and track it in MLflow and TensorBoard.
 
     With `resume` (from `experiments.resume.find_resume_point`), the run continues from its
-    checkpoint in the same MLflow run and TensorBoard directory.
+    checkpoint in the same MLflow run and TensorBoard directory. `tags` are added to the run;
+    `extra_callbacks` run after all others (after the metrics are logged at an epoch's end);
+    `started` is called with the run id once the MLflow run exists.
 
     Example:
         >>> result = run_experiment(load_config("experiments/configs/digits_mlp.yaml"))
@@ -61,8 +67,10 @@ def run_experiment(
     prepared = prepare(config, resuming=resume is not None)  # seeds Python's `random`, …
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
 
+    extra_tags = dict(tags or {})
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
     tags["mlflow.note.content"] = run_record.description(config, command=command)
+    tags.update(extra_tags)
     try:
         # MLflow draws random run names from Python's `random`: with the seeded state every
         # run of a config would get the same name, and creating the run would shift the seeded
@@ -111,10 +119,12 @@ def run_experiment(
             sink.set_tags(
                 {
                     "harness.tensorboard_dir": str(tb_dir.resolve()),
-                    **({} if resume is None else _resume_tags(resume)),
+                    **({} if resume is None else {**_resume_tags(resume), **extra_tags}),
                 }
             )
-            history = _train_and_log(prepared, sink, stop, policy, resume)
+            if started is not None:
+                started(mlflow_sink.run_id)
+            history = _train_and_log(prepared, sink, stop, policy, resume, extra_callbacks)
             view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
     except (NonFiniteGradients, TrainingFailed) as failed:
         with signals_deferred():
@@ -123,6 +133,7 @@ def run_experiment(
     except KeyboardInterrupt as interrupted:
         reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
+            sink.set_tags(getattr(interrupted, "tags", {}))  # e.g. a pruned trial's state
             sink.close("KILLED", error=f"interrupted ({reason})")
         raise
     except BaseException:
@@ -155,7 +166,12 @@ def _resume_tags(resume: ResumePoint) -> dict[str, str]:
 
 
 def _train_and_log(
-    prepared: Prepared, sink: Any, stop: Any, checkpoints: Any, resume: ResumePoint | None
+    prepared: Prepared,
+    sink: Any,
+    stop: Any,
+    checkpoints: Any,
+    resume: ResumePoint | None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> dict[str, list[float]]:
     from harness import train
     from harness.callbacks import MetricsLogger, ProgressLogger
@@ -195,7 +211,13 @@ def _train_and_log(
         resume_from=None if resume is None else resume.state,
         # The logger goes last, so it sees what the user's callbacks changed at epoch end
         # (ReduceLROnPlateau's new rate); the progress display goes first.
-        callbacks=[ProgressLogger(trainer.progress), *prepared.callbacks, *extra, logger],
+        callbacks=[
+            ProgressLogger(trainer.progress),
+            *prepared.callbacks,
+            *extra,
+            logger,
+            *extra_callbacks,
+        ],
     )
     values = _history_values(history.history, scalar_logs)
     _log_history(sink, values)

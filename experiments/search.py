@@ -1,0 +1,217 @@
+"""`harness search CONFIG`: an Optuna study over a config's `search:` section, every trial a
+tracked MLflow child run of one parent run per study.
+
+Everything bad input can break (the space, the sampler, the storage, the devices) is checked
+before a study or a run exists.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentConfig
+from experiments.errors import UsageError
+from experiments.search_config import SearchSection
+from experiments.search_space import apply
+from experiments.search_study import (
+    PARENT_ATTR,
+    check_sampler_available,
+    create_or_load,
+    default_storage,
+    open_storage,
+    redact,
+)
+from experiments.search_supervisor import Supervisor, parse_devices
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study: str
+    storage: str
+    parent_run_id: str
+    counts: dict[str, int]
+    best: dict[str, Any] | None  # number, values, params
+
+
+def run_search(
+    config: ExperimentConfig,
+    *,
+    devices: str | None = None,
+    n_trials: int | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> SearchResult:
+    """Run (or continue) the study of `config.search`; `n_trials` more trials when given."""
+    from experiments.tracking_setup import resolve_tracking_uri
+
+    search = _search_section(config)
+    check_sampler_available(search)
+    slots = parse_devices(devices)
+    name = study_name or search.study or config.tracking.experiment
+    base = config.model_dump(mode="json", by_alias=True, exclude={"search"})
+    _check_paths(base, search)
+    trials = n_trials if n_trials is not None else search.n_trials
+    if trials is None and search.timeout_minutes is None:
+        raise UsageError(
+            "search: neither search.n_trials nor search.timeout_minutes is set, so the search "
+            "would never end: set one, e.g. search.n_trials=20 or --n-trials 20"
+        )
+    storage_url = storage or default_storage(name)
+    opened = open_storage(storage_url, slots=len(slots))
+    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
+    study, existed = create_or_load(opened, name, search)
+    parent = _parent_run(study, uri, config.tracking.experiment, name, storage_url)
+    folder = Path("searches", name)
+    folder.mkdir(parents=True, exist_ok=True)
+    echo(
+        f"study '{name}' ({'continued' if existed else 'new'}) in {redact(storage_url)}: "
+        f"{trials if trials is not None else 'unlimited'} trials over {len(slots)} slot(s) "
+        f"({', '.join(s.name for s in slots)}); MLflow parent run {parent}"
+    )
+    supervisor = Supervisor(
+        study=study,
+        storage_url=storage_url,
+        base=base,
+        search=search,
+        slots=slots,
+        tracking_uri=uri,
+        parent_run_id=parent,
+        folder=folder,
+        n_trials=trials,
+        timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
+        echo=echo,
+        after_trial=lambda: _refresh_parent(study, uri, parent, search),
+    )
+    try:
+        error = supervisor.run()
+    except KeyboardInterrupt:
+        supervisor.stop_all()
+        _close_parent(uri, parent, "KILLED")
+        raise
+    if error is not None:
+        if existed:
+            _refresh_parent(study, uri, parent, search)
+            _close_parent(uri, parent, "FAILED")
+        else:  # bad input found by the first trial: leave no study and no parent run behind
+            _discard(opened, name, uri, parent)
+        raise UsageError(error)
+    _refresh_parent(study, uri, parent, search)
+    _close_parent(uri, parent, "FINISHED")
+    return SearchResult(name, redact(storage_url), parent, supervisor.counts, _best(study, search))
+
+
+def _search_section(config: ExperimentConfig) -> SearchSection:
+    if config.search is None:
+        raise UsageError(
+            "the config has no search: section, so there is nothing to search. Add one, e.g. "
+            "search: {metric: val_accuracy, direction: maximize, n_trials: 10, space: "
+            "{optimizer.learning_rate: {float: [1.0e-4, 1.0e-1], log: true}}} (see "
+            "experiments/configs/digits_cnn_search.yaml)"
+        )
+    return config.search
+
+
+def _check_paths(base: dict[str, Any], search: SearchSection) -> None:
+    """Each searched path is a config key (free-form `params` mappings accept any name)."""
+    from pydantic import ValidationError
+
+    for path, param in search.space.items():
+        sample = (
+            param.categorical[0]
+            if param.categorical is not None
+            else (param.float_ or param.int_)[0]  # type: ignore[index]
+        )
+        try:
+            ExperimentConfig.model_validate(apply(base, {path: sample}))
+        except ValidationError as error:
+            unknown = [e for e in error.errors() if e["type"] == "extra_forbidden"]
+            if unknown:
+                where = ".".join(map(str, unknown[0]["loc"]))
+                raise UsageError(
+                    f"search.space: '{path}' is not a config key ({where} is unknown). Map "
+                    "config paths to distributions, e.g. optimizer.learning_rate or "
+                    "model.params.dropout"
+                ) from None
+
+
+def _parent_run(study: Any, uri: str, experiment: str, name: str, storage: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is not None:
+        client.update_run(parent, status="RUNNING")
+        return str(parent)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"search {name}",
+        tags={"harness.study": name, "harness.role": "study", "harness.storage": redact(storage)},
+    )
+    study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    return str(run.info.run_id)
+
+
+def _best(study: Any, search: SearchSection) -> dict[str, Any] | None:
+    best = study.best_trials if len(search.metrics) > 1 else _single_best(study)
+    if not best:
+        return None
+    first = best[0]
+    return {"number": first.number, "values": first.values, "params": first.params}
+
+
+def _single_best(study: Any) -> list[Any]:
+    try:
+        return [study.best_trial]
+    except ValueError:
+        return []
+
+
+def _refresh_parent(study: Any, uri: str, parent: str, search: SearchSection) -> None:
+    """The parent run's best value (a metric, one point per finished trial), best params
+    (tags `best.<path>`) and the table of all trials (`trials.csv`)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    best = _best(study, search)
+    if best is not None:
+        for metric, value in zip(search.metrics, best["values"], strict=True):
+            key = f"best_{metric}"
+            if len(finished) not in {m.step for m in client.get_metric_history(parent, key)}:
+                client.log_metric(parent, key, value, step=len(finished))
+        for path, value in best["params"].items():
+            client.set_tag(parent, f"best.{path}", str(value))
+        client.set_tag(parent, "best.trial_number", str(best["number"]))
+    frame = study.trials_dataframe()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trials.csv"
+        frame.to_csv(path, index=False)
+        client.log_artifact(parent, str(path))
+
+
+def _discard(storage: Any, name: str, uri: str, parent: str) -> None:
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent).info.experiment_id
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    for run in [*children, client.get_run(parent)]:
+        client.delete_run(run.info.run_id)
+    optuna.delete_study(study_name=name, storage=storage)
+
+
+def _close_parent(uri: str, parent: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).set_terminated(parent, status=status)

@@ -1,0 +1,278 @@
+"""`harness search`: real trial processes over a device pool, a real journal-file storage and
+a real MLflow store; a trial process killed with SIGKILL; ASHA pruning; bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments.cli import main
+from tests.experiments.configs import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = {
+    "optimizer.learning_rate": {"float": [0.001, 0.1], "log": True},
+    "optimizer.name": {"categorical": ["adam", "sgd"]},
+    "optimizer.params.momentum": {"float": [0.0, 0.9], "when": {"optimizer.name": "sgd"}},
+}
+
+
+NEVER = {"float": [0, 1], "when": {"optimizer.name": "rmsprop"}}  # not among its choices
+
+
+def _config(root: Path, experiment: str, search: dict[str, Any], **changes: Any) -> Path:
+    return write_config(
+        root,
+        {
+            "trainer.epochs": 2,
+            "trainer.log_every_n_steps": 4,
+            "tracking.experiment": experiment,
+            "tracking.system_metrics_every_s": 0,
+            "search": {"metric": "val_accuracy", "direction": "maximize", "space": SPACE, **search},
+            **changes,
+        },
+        f"{experiment}.yaml",
+    )
+
+
+def _study(root: Path, name: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "searches" / name / "journal.log"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _children(client: MlflowClient, experiment: str, parent: str) -> list[Any]:
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+
+
+@pytest.fixture
+def trial_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial processes can import the tests' user code (callbacks named in configs)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
+    in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(in_tmp, "pool", {"n_trials": 5, "seed": 0})
+    args = ["search", str(config), "--devices", "7,8,9", "--tracking-uri", mlflow_uri]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "study 'pool': 5 complete, 0 pruned, 0 failed" in out
+
+    study = _study(in_tmp, "pool")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
+    parent = study.user_attrs["harness.mlflow_parent_run_id"]
+    client = MlflowClient(mlflow_uri)
+    children = {r.data.tags["harness.trial_number"]: r for r in _children(client, "pool", parent)}
+    assert sorted(children) == ["0", "1", "2", "3", "4"]
+    # Each trial process saw one placeholder GPU; trials that overlapped in time never shared one.
+    spans = []
+    for trial in trials:
+        run = children[str(trial.number)]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["harness.trial_state"] == "COMPLETE"
+        assert run.data.tags["harness.study"] == "pool"
+        assert run.data.params["optimizer.name"] == trial.params["optimizer.name"]
+        device = run.data.tags["harness.device"]
+        assert device in {"7", "8", "9"}
+        spans.append((trial.datetime_start, trial.datetime_complete, device))
+    overlapping = 0
+    for i, (start_a, end_a, device_a) in enumerate(spans):
+        for start_b, end_b, device_b in spans[i + 1 :]:
+            if start_a < end_b and start_b < end_a:
+                overlapping += 1
+                assert device_a != device_b, spans
+    assert overlapping > 0  # the pool did run trials side by side
+    # The parent run: the best value per finished trial, the best params, the trials' table.
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    best = study.best_trial
+    history = client.get_metric_history(parent, "best_val_accuracy")
+    steps = [m.step for m in history]  # one point per refresh, step = trials finished
+    assert steps == sorted(set(steps)) and steps[-1] == 5, steps
+    assert history[-1].value == pytest.approx(best.value)
+    assert parent_run.data.tags["best.trial_number"] == str(best.number)
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent)}
+
+
+def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
+    in_tmp: Path, mlflow_uri: str, trial_env: None
+) -> None:
+    import psutil
+
+    config = _config(
+        in_tmp,
+        "killed",
+        {"n_trials": 2, "seed": 1},
+        **{
+            "trainer.epochs": 3,
+            "checkpoint.every_n_steps": 2,
+            "callbacks": [
+                {
+                    "class_path": "tests.experiments.user_code:SlowBatches",
+                    "init_args": {"seconds": 0.05},
+                }
+            ],
+        },
+    )
+    search = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "search", str(config), "--devices", "cpu:1"]
+        + ["--tracking-uri", mlflow_uri],
+        cwd=in_tmp,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 240
+    while not list((in_tmp / "checkpoints" / "killed").glob("*/ckpt-*")):
+        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no trial checkpoint within 4 minutes"
+        time.sleep(0.05)
+    (trial_process,) = [
+        p
+        for p in psutil.Process(search.pid).children()
+        if "experiments.search_trial" in p.cmdline()
+    ]
+    trial_process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    study = _study(in_tmp, "killed")
+    while study.get_trials()[0].state != optuna.trial.TrialState.FAIL:
+        assert time.monotonic() - killed_at < 10, "the dead trial is still RUNNING"
+        time.sleep(0.05)
+    client = MlflowClient(mlflow_uri)
+    run_id = study.get_trials()[0].user_attrs["harness.run_id"]
+    failed = client.get_run(run_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["harness.exit"] == "killed by SIGKILL"
+
+    out, _ = search.communicate(timeout=300)
+    assert search.returncode == 0, out.decode()[-3000:]
+    assert "trial 0 failed on cpu0 (killed by SIGKILL): retrying it" in out.decode()
+    trials = study.get_trials()
+    states = [t.state.name for t in trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]  # the trial count reached: 2 + the retry
+    retry = trials[1]
+    assert retry.user_attrs["harness.retry_of"] == 0
+    assert retry.params == trials[0].params
+    assert retry.user_attrs["harness.run_id"] == run_id  # the same run, continued
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert "harness.resumed_from" in resumed.data.tags  # from the checkpoint, not afresh
+    assert resumed.data.tags["harness.trial_number"] == "1"
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_asha_prunes_clearly_bad_trials_early(
+    in_tmp: Path, mlflow_uri: str, trial_env: None
+) -> None:
+    config = _config(
+        in_tmp,
+        "asha",
+        {
+            "n_trials": 5,
+            "seed": 5,  # the random sampler's order: good, good, good, bad, bad
+            "sampler": "random",
+            "pruner": {"name": "asha", "params": {"min_resource": 1, "reduction_factor": 2}},
+            "space": {"optimizer.learning_rate": {"categorical": [1.0e-6, 0.05]}},
+        },
+        **{"trainer.epochs": 3},
+    )
+    assert main(["search", str(config), "--devices", "cpu:1", "--tracking-uri", mlflow_uri]) == 0
+    study = _study(in_tmp, "asha")
+    pruned = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.params, t.intermediate_values) for t in study.get_trials()]
+    client = MlflowClient(mlflow_uri)
+    for trial in pruned:
+        assert trial.params["optimizer.learning_rate"] == 1.0e-6  # the bad ones
+        assert len(trial.intermediate_values) < 3  # stopped before its last epoch
+        run = client.get_run(trial.user_attrs["harness.run_id"])
+        assert run.info.status == "KILLED"
+        assert run.data.tags["harness.trial_state"] == "PRUNED"
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "expected"),
+    [
+        ({"search": None}, [], "the config has no search: section"),
+        ({"search.space": {}}, [], "search.space is empty"),
+        (
+            {"search.space": {"optimizer.lr": {"float": [0.1, 1.0]}}},
+            [],
+            "'optimizer.lr' is not a config key",
+        ),
+        ({"search.sampler": "tp"}, [], "search.sampler: Input should be 'tpe'"),
+        ({"search.pruner": "ashaa"}, [], "search.pruner.name: Input should be"),
+        (
+            {
+                "search.space": {
+                    **SPACE,
+                    "optimizer.params.momentum": {
+                        "float": [0, 1],
+                        "when": {"optimizer.name": "rmsprop"},
+                    },
+                }
+            },
+            [],
+            "optimizer.name is never 'rmsprop'",
+        ),
+        ({}, ["--devices", "cpu:2", "--storage", "sqlite:///optuna.db"], "SQLite takes one writer"),
+        (
+            {},
+            ["--storage", "postgresql+psycopg://postgres:secret@127.0.0.1:1/test"],
+            "cannot open the Optuna storage",
+        ),
+        ({"search.metric": "val_acc"}, [], "search.metric 'val_acc' is not logged by the run"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_study(
+    change: dict[str, Any],
+    args: list[str],
+    expected: str,
+    in_tmp: Path,
+    mlflow_uri: str,
+    trial_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = _config(in_tmp, "bad", {"n_trials": 1})
+    if change:
+        import yaml
+
+        raw = yaml.safe_load(config.read_text())
+        for dotted, value in change.items():
+            section, _, key = dotted.partition(".")
+            if key:
+                raw[section][key] = value
+            else:
+                raw[section] = value
+        config.write_text(yaml.safe_dump(raw))
+    code = main(["search", str(config), "--tracking-uri", mlflow_uri, *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    assert "secret" not in err  # a storage password is never shown
+    journal = in_tmp / "searches" / "bad" / "journal.log"
+    if journal.exists():
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        )
+        assert optuna.get_all_study_names(storage) == []
+    experiment = MlflowClient(mlflow_uri).get_experiment_by_name("bad")
+    if experiment is not None:
+        assert MlflowClient(mlflow_uri).search_runs([experiment.experiment_id]) == []
