@@ -215,13 +215,21 @@ def runs(
     tracking_uri: TrackingUri = None,
     limit: Annotated[int, typer.Option(help="Most recent N runs.", min=1)] = 20,
     csv: Annotated[str | None, typer.Option(help="Also write the table to this CSV file.")] = None,
+    study: Annotated[
+        str | None, typer.Option(help="The trials of this search study, best first.")
+    ] = None,
 ) -> None:
     """A table of recent runs with their main params and final metrics."""
-    from experiments.runs_table import print_table, runs_frame
+    from experiments.runs_table import print_columns, print_table, runs_frame, study_frame
     from experiments.tracking_setup import resolve_tracking_uri
 
-    frame = runs_frame(resolve_tracking_uri(tracking_uri, None), experiment, limit=limit)
-    print_table(frame)
+    uri = resolve_tracking_uri(tracking_uri, None)
+    if study is not None:
+        frame = study_frame(uri, study)
+        print_columns(frame)
+    else:
+        frame = runs_frame(uri, experiment, limit=limit)
+        print_table(frame)
     if csv:
         frame.to_csv(csv, index=False)
         typer.echo(f"wrote {len(frame)} runs to {csv}")

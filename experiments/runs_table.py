@@ -72,14 +72,18 @@ def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) 
 
 def print_table(frame: Any) -> None:
     """Print the runs as a rich table (the CSV keeps every column)."""
+    metrics = compared_metrics(c for c in frame.columns if c not in (*_SHOWN, *MAIN_PARAMS))
+    params = [c for c in COMPARED_PARAMS if c in frame.columns]
+    print_columns(frame[[*(c for c in _SHOWN if c in frame.columns), *params, *metrics]])
+
+
+def print_columns(shown: Any) -> None:
+    """Print every column of `shown` as a rich table."""
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
-    metrics = compared_metrics(c for c in frame.columns if c not in (*_SHOWN, *MAIN_PARAMS))
-    params = [c for c in COMPARED_PARAMS if c in frame.columns]
-    shown = frame[[*(c for c in _SHOWN if c in frame.columns), *params, *metrics]]
     table = Table(show_lines=False)
     for column in shown.columns:
         table.add_column(str(column), overflow="fold")
@@ -91,5 +95,55 @@ def print_table(frame: Any) -> None:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return "" if value != value else f"{value:.4g}"  # NaN: a param the trial did not have
     return "" if value is None else str(value)
+
+
+def study_frame(tracking_uri: str, study: str) -> Any:
+    """The trials of `study` (child runs of its parent runs), best first by their value (the
+    best epoch's metric, as told to Optuna)."""
+    import json
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from experiments.errors import UsageError
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(
+        experiments,
+        filter_string=f"tags.`harness.study` = '{study}' and tags.`harness.role` = 'study'",
+    )
+    if not parents:
+        raise UsageError(
+            f"no study '{study}' in {tracking_uri}: name a study that harness search ran "
+            "there (its parent run is tagged harness.study), or pass its --tracking-uri"
+        )
+    tags = parents[0].data.tags
+    metric = tags.get("harness.search_metric", "val_loss").split(",")[0]
+    ascending = tags.get("harness.search_direction", "minimize").split(",")[0] == "minimize"
+    rows = []
+    for parent in parents:
+        for run in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        ):
+            row = {
+                "trial": int(run.data.tags.get("harness.trial_number", -1)),
+                "state": run.data.tags.get("harness.trial_state", run.info.status),
+                "device": run.data.tags.get("harness.device", ""),
+                "value": _first_value(run.data.tags.get("harness.trial_value")),
+                metric: run.data.metrics.get(metric),  # at the last epoch
+                "run_id": run.info.run_id,
+            }
+            row.update(json.loads(run.data.tags.get("harness.trial_params", "{}")))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values("value", ascending=ascending, na_position="last")
+
+
+def _first_value(text: str | None) -> float | None:
+    return float(text.split(",")[0]) if text else None

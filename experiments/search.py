@@ -66,7 +66,7 @@ def run_search(
     opened = open_storage(storage_url, slots=len(slots))
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
     study, existed = create_or_load(opened, name, search)
-    parent = _parent_run(study, uri, config.tracking.experiment, name, storage_url)
+    parent = _parent_run(study, uri, config.tracking.experiment, name, storage_url, search)
     folder = Path("searches", name)
     folder.mkdir(parents=True, exist_ok=True)
     echo(
@@ -102,6 +102,9 @@ def run_search(
             _discard(opened, name, uri, parent)
         raise UsageError(error)
     _refresh_parent(study, uri, parent, search)
+    registered = _register_best(study, uri, search.register_as or name)
+    if registered:
+        echo(registered)
     _close_parent(uri, parent, "FINISHED")
     return SearchResult(name, redact(storage_url), parent, supervisor.counts, _best(study, search))
 
@@ -140,7 +143,9 @@ def _check_paths(base: dict[str, Any], search: SearchSection) -> None:
                 ) from None
 
 
-def _parent_run(study: Any, uri: str, experiment: str, name: str, storage: str) -> str:
+def _parent_run(
+    study: Any, uri: str, experiment: str, name: str, storage: str, search: SearchSection
+) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -153,7 +158,13 @@ def _parent_run(study: Any, uri: str, experiment: str, name: str, storage: str) 
     run = client.create_run(
         experiment_id,
         run_name=f"search {name}",
-        tags={"harness.study": name, "harness.role": "study", "harness.storage": redact(storage)},
+        tags={
+            "harness.study": name,
+            "harness.role": "study",
+            "harness.storage": redact(storage),
+            "harness.search_metric": ",".join(search.metrics),
+            "harness.search_direction": ",".join(search.directions),
+        },
     )
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return str(run.info.run_id)
@@ -195,6 +206,51 @@ def _refresh_parent(study: Any, uri: str, parent: str, search: SearchSection) ->
         path = Path(tmp) / "trials.csv"
         frame.to_csv(path, index=False)
         client.log_artifact(parent, str(path))
+
+
+def _register_best(study: Any, uri: str, name: str) -> str | None:
+    """Register the best trial's model as a new version of `name` (if it is not already the
+    latest); the line to print, or None."""
+    from mlflow.tracking import MlflowClient
+
+    from experiments.search_study import RUN_ATTR
+
+    best = _single_best(study)
+    run_id = best[0].user_attrs.get(RUN_ATTR) if best else None
+    if run_id is None:
+        return None
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = [
+        m
+        for m in client.search_logged_models([experiment_id])
+        if m.source_run_id == run_id and m.name == "model"
+    ]
+    if not models:
+        return None
+    model = models[-1]
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:
+        versions = []
+    if any(v.run_id == run_id for v in versions):
+        return None  # already the registered best
+    if not versions:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(name, tags={"harness.study": study.study_name})
+        except MlflowException as error:  # registered already, with no versions yet
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    version = client.create_model_version(
+        name,
+        source=model.artifact_location,  # not models:/: resolved against the global URI
+        run_id=run_id,
+        model_id=model.model_id,
+        tags={"harness.trial_number": str(best[0].number)},
+    )
+    return f"registered the best trial's model as '{name}' version {version.version}"
 
 
 def _discard(storage: Any, name: str, uri: str, parent: str) -> None:

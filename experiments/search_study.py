@@ -24,6 +24,7 @@ from experiments.search_space import grid
 SETTINGS_ATTR = "harness.search"  # the study's user attribute holding `search:` as JSON
 PARENT_ATTR = "harness.mlflow_parent_run_id"  # the study's parent MLflow run
 STATE_TAG = "harness.trial_state"  # a trial run's end: COMPLETE, PRUNED, FAIL
+VALUE_TAG = "harness.trial_value"  # a complete trial run's value(s) told to Optuna
 RUN_ATTR = "harness.run_id"  # a trial's user attribute: its MLflow run (for a retry)
 ERROR_ATTR = "harness.error"  # a trial's user attribute: why it failed
 RETRY_ATTR = "harness.retry_of"  # a trial's user attribute: the trial number it retries

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from experiments.errors import TrainingFailed, UsageError
-from experiments.search_study import ERROR_ATTR, RUN_ATTR, STATE_TAG
+from experiments.search_study import ERROR_ATTR, RUN_ATTR, STATE_TAG, VALUE_TAG
 from harness.stopping import TrainingInterrupted
 
 
@@ -134,7 +134,9 @@ def main(argv: list[str]) -> int:
     study.tell(number, values if len(values) > 1 else values[0])
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(spec["tracking_uri"]).set_tag(result.run_id, STATE_TAG, "COMPLETE")
+    client = MlflowClient(spec["tracking_uri"])
+    client.set_tag(result.run_id, VALUE_TAG, ",".join(f"{v:.8g}" for v in values))
+    client.set_tag(result.run_id, STATE_TAG, "COMPLETE")
     return 0
 
 

@@ -109,6 +109,19 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     assert history[-1].value == pytest.approx(best.value)
     assert parent_run.data.tags["best.trial_number"] == str(best.number)
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent)}
+    # The best trial's model, registered under the study's name, from the trial's run.
+    (version,) = client.search_model_versions("name = 'pool'")
+    assert version.run_id == children[str(best.number)].info.run_id
+    # harness runs --study: the trials, best first.
+    from experiments.runs_table import study_frame
+
+    frame = study_frame(mlflow_uri, "pool")
+    assert list(frame["trial"])[0] == best.number
+    assert list(frame["value"]) == sorted(frame["value"], reverse=True)
+    assert frame["value"].iloc[0] == pytest.approx(best.value)
+    capsys.readouterr()
+    assert main(["runs", "--study", "pool", "--tracking-uri", mlflow_uri]) == 0
+    assert capsys.readouterr().out.count("COMPLETE") == 5
 
 
 def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
