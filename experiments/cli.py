@@ -208,6 +208,32 @@ def search(
 
 
 @app.command()
+def worker(
+    study: Annotated[str, typer.Option(help="The running study to join.")],
+    storage: Annotated[
+        str, typer.Option(help="Its Optuna storage, e.g. postgresql+psycopg://USER@HOST/DB.")
+    ],
+    devices: Annotated[
+        str | None,
+        typer.Option(help="This machine's slots, as for harness search (default: its GPUs)."),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Join a running search from another machine: run its trials on this machine's slots."""
+    from experiments.search import run_worker
+
+    result = run_worker(
+        study_name=study,
+        storage=storage,
+        devices=devices,
+        tracking_uri=tracking_uri,
+        echo=typer.echo,
+    )
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
+    typer.echo(f"worker for study '{result.study}' done: {counts}")
+
+
+@app.command()
 def runs(
     experiment: Annotated[
         str | None, typer.Option(help="Only this experiment (default: all).")

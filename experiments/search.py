@@ -18,8 +18,12 @@ from experiments.errors import UsageError
 from experiments.search_config import SearchSection
 from experiments.search_space import apply
 from experiments.search_study import (
+    BASE_ATTR,
     PARENT_ATTR,
+    SETTINGS_ATTR,
+    TARGET_ATTR,
     check_sampler_available,
+    counted_trials,
     create_or_load,
     default_storage,
     open_storage,
@@ -66,12 +70,86 @@ def run_search(
     opened = open_storage(storage_url, slots=len(slots))
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
     study, existed = create_or_load(opened, name, search)
+    if not existed:
+        study.set_user_attr(BASE_ATTR, base)
+    # --n-trials adds that many; otherwise the study runs until it holds search.n_trials.
+    stored = study.user_attrs.get(TARGET_ATTR)
+    if n_trials is not None:
+        target: int | None = counted_trials(study) + n_trials
+    else:
+        target = None if trials is None else max(trials, stored or 0)
+    study.set_user_attr(TARGET_ATTR, target)
     parent = _parent_run(study, uri, config.tracking.experiment, name, storage_url, search)
+    return _supervise(
+        study, opened, storage_url, base, search, slots, uri, parent, existed=existed, echo=echo
+    )
+
+
+def run_worker(
+    *,
+    study_name: str,
+    storage: str,
+    devices: str | None = None,
+    tracking_uri: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> SearchResult:
+    """Join the running study `study_name` in `storage` (from another machine): its search
+    settings and base config are the study's own; it runs trials until the study's target."""
+    import optuna
+
+    from experiments.tracking_setup import resolve_tracking_uri
+
+    slots = parse_devices(devices)
+    opened = open_storage(storage, slots=max(len(slots), 2))  # never SQLite: several writers
+    try:
+        study = optuna.load_study(study_name=study_name, storage=opened)
+    except KeyError:
+        names = ", ".join(optuna.get_all_study_names(opened)) or "none"
+        raise UsageError(
+            f"harness worker: no study '{study_name}' in {redact(storage)} (it holds: {names}). "
+            "Start it with harness search CONFIG --storage URL, then join it by that name"
+        ) from None
+    settings, base = study.user_attrs.get(SETTINGS_ATTR), study.user_attrs.get(BASE_ATTR)
+    if settings is None or base is None:
+        raise UsageError(
+            f"harness worker: study '{study_name}' was not started by harness search (it has "
+            "no search settings): start one with harness search CONFIG --storage URL"
+        )
+    search = SearchSection.model_validate(settings)
+    study, _ = create_or_load(opened, study_name, search)  # with its sampler and pruner
+    uri = resolve_tracking_uri(tracking_uri, None)
+    experiment = base.get("tracking", {}).get("experiment", study_name)
+    parent = _parent_run(study, uri, experiment, study_name, storage, search)
+    return _supervise(
+        study, opened, storage, base, search, slots, uri, parent, existed=True, echo=echo
+    )
+
+
+def _supervise(
+    study: Any,
+    opened: Any,
+    storage_url: str,
+    base: dict[str, Any],
+    search: SearchSection,
+    slots: list[Any],
+    uri: str,
+    parent: str,
+    *,
+    existed: bool,
+    echo: Callable[[str], None],
+) -> SearchResult:
+    name = study.study_name
+    target = study.user_attrs.get(TARGET_ATTR)
     folder = Path("searches", name)
     folder.mkdir(parents=True, exist_ok=True)
+    journal = (
+        Path(storage_url.removeprefix("journal://"))
+        if storage_url.startswith("journal://")
+        else None
+    )
     echo(
         f"study '{name}' ({'continued' if existed else 'new'}) in {redact(storage_url)}: "
-        f"{trials if trials is not None else 'unlimited'} trials over {len(slots)} slot(s) "
+        f"{target if target is not None else 'unlimited'} trials over {len(slots)} slot(s) "
         f"({', '.join(s.name for s in slots)}); MLflow parent run {parent}"
     )
     supervisor = Supervisor(
@@ -83,8 +161,9 @@ def run_search(
         tracking_uri=uri,
         parent_run_id=parent,
         folder=folder,
-        n_trials=trials,
+        n_trials=target,
         timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
+        journal=journal,
         echo=echo,
         after_trial=lambda: _refresh_parent(study, uri, parent, search),
     )

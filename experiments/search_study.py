@@ -12,8 +12,13 @@ search (`harness search` again, or `harness worker` on another machine) rebuilds
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,8 @@ VALUE_TAG = "harness.trial_value"  # a complete trial run's value(s) told to Opt
 RUN_ATTR = "harness.run_id"  # a trial's user attribute: its MLflow run (for a retry)
 ERROR_ATTR = "harness.error"  # a trial's user attribute: why it failed
 RETRY_ATTR = "harness.retry_of"  # a trial's user attribute: the trial number it retries
+TARGET_ATTR = "harness.n_trials"  # the study's user attribute: trials wanted in all (None: no end)
+BASE_ATTR = "harness.base_config"  # the study's user attribute: the trials' base config
 _PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
 
 
@@ -71,12 +78,14 @@ def open_storage(url: str, *, slots: int) -> Any:
                 "the extra: pip install -e '.[postgres]' (or pip install 'psycopg[binary]')"
             ) from None
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=10 if not url.startswith("sqlite") else None,
-            grace_period=60 if not url.startswith("sqlite") else None,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=10 if not url.startswith("sqlite") else None,
+                grace_period=60 if not url.startswith("sqlite") else None,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except Exception as error:  # unreachable host, bad credentials, unknown dialect
         summary = (str(error).strip().splitlines() or [repr(error)])[0][:200]
         raise UsageError(
@@ -189,3 +198,36 @@ def load_for_trial(storage: Any, name: str) -> Any:
     return optuna.load_study(
         study_name=name, storage=storage, pruner=pruner(SearchSection.model_validate(stored))
     )
+
+
+@contextlib.contextmanager
+def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[None]:
+    """Held while a supervisor counts the study's trials and asks for one, so supervisors on
+    several machines never ask for more than the target: a PostgreSQL advisory lock, or a
+    file lock beside a journal file (one machine)."""
+    if journal is not None:
+        with open(journal.with_suffix(".ask-lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:7], "big")
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+def counted_trials(study: Any) -> int:
+    """The study's trials that count toward its target (a retry replaces the trial it retries)."""
+    return sum(RETRY_ATTR not in t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -24,7 +24,14 @@ from typing import Any
 from experiments.errors import UsageError
 from experiments.search_config import SearchSection
 from experiments.search_space import apply, suggest
-from experiments.search_study import ERROR_ATTR, RETRY_ATTR, RUN_ATTR, STATE_TAG
+from experiments.search_study import (
+    ERROR_ATTR,
+    RETRY_ATTR,
+    RUN_ATTR,
+    STATE_TAG,
+    ask_lock,
+    counted_trials,
+)
 
 NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's name
 
@@ -105,16 +112,17 @@ class Supervisor:
     tracking_uri: str
     parent_run_id: str
     folder: Path
-    n_trials: int | None
+    n_trials: int | None  # the study's target: trials in all, by every supervisor
     timeout_s: float | None
+    journal: Path | None = None  # the journal file, when the storage is one (for the lock)
     echo: Any = print
     after_trial: Any = None  # called after each trial ends (refreshes the parent run)
     counts: dict[str, int] = field(
         default_factory=lambda: {"complete": 0, "pruned": 0, "failed": 0}
     )
     _running: dict[str, Running] = field(default_factory=dict)
-    _asked: int = 0
     _stopping: bool = False
+    _beat_at: float = 0.0
     _error: str | None = None
 
     def run(self) -> str | None:
@@ -130,6 +138,7 @@ class Supervisor:
             if self._error is not None and not self._stopping:  # the others would fail alike
                 self.stop_all()
             time.sleep(0.1)
+            self._heartbeat()
             for name, running in list(self._running.items()):
                 code = running.process.poll()
                 if code is not None:
@@ -147,7 +156,7 @@ class Supervisor:
         retries = len(self._retries_waiting())
         if retries == 0 and self._grid_done():
             return False
-        return retries > 0 or self.n_trials is None or self._asked < self.n_trials
+        return retries > 0 or self.n_trials is None or counted_trials(self.study) < self.n_trials
 
     def _retries_waiting(self) -> list[Any]:
         import optuna
@@ -160,10 +169,11 @@ class Supervisor:
 
         from experiments.config import ExperimentConfig
 
-        retry = bool(self._retries_waiting())
-        trial = self.study.ask()
-        if not retry:  # a retry replaces a failed trial: it does not count again
-            self._asked += 1
+        with ask_lock(self.study._storage, self.study.study_name, self.journal):
+            wanted = self.n_trials is None or counted_trials(self.study) < self.n_trials
+            if not (wanted or self._retries_waiting()):
+                return  # another supervisor took the last trial
+            trial = self.study.ask()  # a waiting retry first
         try:
             values = suggest(trial, self.search.space)
         except ValueError as error:
@@ -251,31 +261,52 @@ class Supervisor:
         if self._error is not None:
             self.echo(f"trial {number} stopped on {running.slot.name}")
         elif self._stopping:  # Ctrl-C: continued from its checkpoint by the next search
-            self.study.enqueue_trial(
-                frozen.params,
-                user_attrs={
-                    RETRY_ATTR: number,
-                    "harness.attempt": retried,
-                    "harness.resume_run": run_id,
-                    NAME_ATTR: frozen.user_attrs.get(NAME_ATTR),
-                },
-                skip_if_exists=False,
-            )
+            self._enqueue_retry(frozen, attempt=retried)
             self.echo(f"trial {number} stopped on {running.slot.name}: continued next time")
         elif retried < self.search.retries:
-            self.study.enqueue_trial(
-                frozen.params,
-                user_attrs={
-                    RETRY_ATTR: number,
-                    "harness.attempt": retried + 1,
-                    "harness.resume_run": run_id,
-                    NAME_ATTR: frozen.user_attrs.get(NAME_ATTR),
-                },
-                skip_if_exists=False,
-            )
+            self._enqueue_retry(frozen, attempt=retried + 1)
             self.echo(f"trial {number} failed on {running.slot.name} ({why}): retrying it")
         else:
             self.echo(f"trial {number} failed on {running.slot.name} ({why}); log: {running.log}")
+
+    def _enqueue_retry(self, frozen: Any, *, attempt: int) -> None:
+        """The trial's parameters again, as a new trial continuing its run from its checkpoint."""
+        self.study.enqueue_trial(
+            frozen.params,
+            user_attrs={
+                RETRY_ATTR: frozen.number,
+                "harness.attempt": attempt,
+                "harness.resume_run": frozen.user_attrs.get(RUN_ATTR),
+                NAME_ATTR: frozen.user_attrs.get(NAME_ATTR),
+            },
+            skip_if_exists=False,
+        )
+
+    def _heartbeat(self) -> None:
+        """With a heartbeat storage (PostgreSQL): beat for this supervisor's running trials,
+        and fail (then retry) any supervisor's trials whose beats stopped — a machine that
+        vanished. Optuna beats only inside `study.optimize`, so ask-and-tell beats here."""
+        import optuna
+
+        storage = self.study._storage
+        interval = getattr(getattr(storage, "_backend", storage), "heartbeat_interval", None)
+        if interval is None or time.monotonic() - self._beat_at < interval:
+            return
+        self._beat_at = time.monotonic()
+        for running in self._running.values():
+            storage.record_heartbeat(running.trial._trial_id)
+        getattr(storage, "_backend", storage).failed_trial_callback = self._reaped
+        optuna.storages.fail_stale_trials(self.study)
+
+    def _reaped(self, study: Any, frozen: Any) -> None:
+        why = "its machine stopped sending heartbeats"
+        run_id = frozen.user_attrs.get(RUN_ATTR)
+        if run_id is not None:
+            _mark_run_failed(self.tracking_uri, run_id, why)
+        attempt = int(frozen.user_attrs.get("harness.attempt", 0))
+        if attempt < self.search.retries:
+            self._enqueue_retry(frozen, attempt=attempt + 1)
+        self.echo(f"trial {frozen.number} failed ({why}): retrying it")
 
     def _tell(self, trial: Any, **kwargs: Any) -> None:
         try:

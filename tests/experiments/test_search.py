@@ -289,3 +289,84 @@ def test_bad_input_is_one_line_exit_2_and_no_study(
     experiment = MlflowClient(mlflow_uri).get_experiment_by_name("bad")
     if experiment is not None:
         assert MlflowClient(mlflow_uri).search_runs([experiment.experiment_id]) == []
+
+
+def _study_exists(storage: str, name: str) -> bool:
+    """Read without creating Optuna's tables (that would race the search creating them)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(storage.replace("+psycopg", "")) as connection:
+            rows = connection.execute("SELECT study_name FROM studies").fetchall()
+    except psycopg.Error:
+        return False
+    return (name,) in rows
+
+
+@pytest.fixture
+def postgres_databases() -> Any:
+    """Two fresh PostgreSQL databases on 127.0.0.1:5432: Optuna's and MLflow's (both use
+    alembic, so they cannot share one), dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    names = [f"harness_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
+    server = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(server, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"CREATE DATABASE {name}")
+    yield [f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" for name in names]
+    with psycopg.connect(server, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_three_processes_on_postgresql_finish_exactly_the_study_s_trials(
+    in_tmp: Path, trial_env: None, postgres_databases: list[str]
+) -> None:
+    storage, tracking = postgres_databases
+    config = _config(
+        in_tmp,
+        "shared",
+        {"n_trials": 12, "seed": 2},
+        **{"trainer.epochs": 1, "data.params.limit": 200},
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    common = ["--storage", storage, "--tracking-uri", tracking, "--devices", "cpu:1"]
+    search = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "search", str(config), *common],
+        cwd=in_tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not _study_exists(storage, "shared"):  # the workers join once the study exists
+        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.cli", "worker", "--study", "shared", *common],
+            cwd=in_tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    for process in [search, *workers]:
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, out.decode()[-3000:]
+    trials = study.get_trials()
+    assert len(trials) == 12
+    assert sorted(t.number for t in trials) == list(range(12))  # none twice
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}  # none RUNNING
+    # Each process ran some of them, every one a child run of the one parent run.
+    client = MlflowClient(tracking)
+    parent = study.user_attrs["harness.mlflow_parent_run_id"]
+    children = _children(client, "shared", parent)
+    assert sorted(int(r.data.tags["harness.trial_number"]) for r in children) == list(range(12))
+    assert all("secret" not in str(r.data.tags) for r in children)
