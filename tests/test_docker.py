@@ -1,0 +1,66 @@
+"""docker/: the compose file's commands are valid `harness` and `mlflow` command lines, and
+the images it builds exist and copy what is there (no Docker engine here to build them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import typer
+import yaml
+
+from experiments.cli import app
+
+DOCKER = Path(__file__).resolve().parents[1] / "docker"
+
+
+def _parse(group: click.Group, args: list[str]) -> click.Context:
+    """Parse `args` as `group`'s command line without running it (raises if invalid)."""
+    name, *rest = args
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, f"no command '{name}'"
+    return command.make_context(name, rest)
+
+
+def test_compose_commands_are_valid_command_lines() -> None:
+    from mlflow.cli import cli as mlflow_cli
+
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    harness = typer.main.get_command(app)
+    parsed = {}
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        dockerfile = DOCKER.parent / service["build"]["dockerfile"]
+        assert dockerfile.is_file(), dockerfile
+        entrypoint = service.get("entrypoint", ["harness"])
+        group = mlflow_cli if entrypoint == ["mlflow"] else harness
+        parsed[name] = _parse(group, [str(arg) for arg in service["command"]]).params
+    search, worker = parsed["search"], parsed["worker"]
+    assert Path(search["config"]).name == "digits_cnn_search.yaml"
+    config = yaml.safe_load(
+        (DOCKER.parent / "experiments/configs/digits_cnn_search.yaml").read_text()
+    )
+    assert worker["study"] == (config["search"].get("study") or config["tracking"]["experiment"])
+    assert worker["storage"] == search["storage"]  # one study
+    assert worker["tracking_uri"] == search["tracking_uri"] == "http://mlflow:5000"
+    assert parsed["mlflow"]["backend_store_uri"].endswith("/mlflow")
+    assert not search["storage"].endswith("/mlflow")  # Optuna and MLflow: one database each
+    init = (DOCKER / "postgres-init.sql").read_text()
+    assert f"CREATE DATABASE {search['storage'].rsplit('/', 1)[1]}" in init
+    for name in ("search", "worker"):  # one GPU per trial container
+        (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["count"] == 1
+
+
+def test_dockerfiles_copy_what_exists_and_install_the_postgres_extra() -> None:
+    for dockerfile in DOCKER.glob("Dockerfile*"):
+        text = dockerfile.read_text()
+        for line in text.splitlines():
+            if line.startswith("COPY "):
+                *sources, _ = line.split()[1:]
+                for source in sources:
+                    assert (DOCKER.parent / source).exists(), f"{dockerfile.name}: {source}"
+        assert "postgres" in text, dockerfile.name
+    assert "gpu" in (DOCKER / "Dockerfile.gpu").read_text()
