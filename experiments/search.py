@@ -8,6 +8,7 @@ before a study or a run exists.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ def _supervise(
         timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
         journal=journal,
         echo=echo,
-        after_trial=lambda: _refresh_parent(study, uri, parent, search),
+        after_trial=_Refresher(study, uri, parent, search),
     )
     try:
         error = supervisor.run()
@@ -264,7 +265,24 @@ def _single_best(study: Any) -> list[Any]:
         return []
 
 
-def _refresh_parent(study: Any, uri: str, parent: str, search: SearchSection) -> None:
+class _Refresher:
+    """After each trial: the parent's best value and table; its plots at most every 30 s
+    (drawing them takes a second or two of the supervisor's loop)."""
+
+    def __init__(self, study: Any, uri: str, parent: str, search: SearchSection) -> None:
+        self.args = (study, uri, parent, search)
+        self.plotted_at = 0.0
+
+    def __call__(self) -> None:
+        plots = time.monotonic() - self.plotted_at > 30
+        _refresh_parent(*self.args, plots=plots)
+        if plots:
+            self.plotted_at = time.monotonic()
+
+
+def _refresh_parent(
+    study: Any, uri: str, parent: str, search: SearchSection, *, plots: bool = True
+) -> None:
     """The parent run's best value (a metric, one point per finished trial), best params
     (tags `best.<path>`) and the table of all trials (`trials.csv`)."""
     from mlflow.tracking import MlflowClient
@@ -285,6 +303,13 @@ def _refresh_parent(study: Any, uri: str, parent: str, search: SearchSection) ->
         path = Path(tmp) / "trials.csv"
         frame.to_csv(path, index=False)
         client.log_artifact(parent, str(path))
+        if plots and len(search.metrics) == 1 and finished:
+            from experiments.search_plots import write_plots
+
+            folder = Path(tmp) / "plots"
+            folder.mkdir()
+            if write_plots(study, folder):
+                client.log_artifacts(parent, str(folder), artifact_path="plots")
 
 
 def _register_best(study: Any, uri: str, name: str) -> str | None:

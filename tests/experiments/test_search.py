@@ -109,6 +109,10 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     assert history[-1].value == pytest.approx(best.value)
     assert parent_run.data.tags["best.trial_number"] == str(best.number)
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent)}
+    plots = {Path(a.path).name for a in client.list_artifacts(parent, "plots")}
+    for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+        assert {f"{name}.html", f"{name}.png"} <= plots, plots
+    assert "intermediate_values.png" in plots
     # The best trial's model, registered under the study's name, from the trial's run.
     (version,) = client.search_model_versions("name = 'pool'")
     assert version.run_id == children[str(best.number)].info.run_id
