@@ -251,12 +251,12 @@ class Supervisor:
             self.counts["failed"] += 1
             return
         why = _exit_text(code)
+        run_id = frozen.user_attrs.get(RUN_ATTR)
+        if run_id is not None:  # first: whoever sees the trial FAIL finds its run FAILED too
+            _mark_run_failed(self.tracking_uri, run_id, why)
         if state == optuna.trial.TrialState.RUNNING:  # the process died without telling
             self._tell(number, state=optuna.trial.TrialState.FAIL)
         self.counts["failed"] += 1
-        run_id = frozen.user_attrs.get(RUN_ATTR)
-        if run_id is not None:
-            _mark_run_failed(self.tracking_uri, run_id, why)
         retried = int(frozen.user_attrs.get("harness.attempt", 0))
         if self._error is not None:
             self.echo(f"trial {number} stopped on {running.slot.name}")
