@@ -169,7 +169,7 @@ def _supervise(
         after_trial=_Refresher(study, uri, parent, search),
     )
     try:
-        error = supervisor.run()
+        error = _run_with_progress(supervisor, target)
     except KeyboardInterrupt:
         supervisor.stop_all()
         _close_parent(uri, parent, "KILLED")
@@ -187,6 +187,29 @@ def _supervise(
         echo(registered)
     _close_parent(uri, parent, "FINISHED")
     return SearchResult(name, redact(storage_url), parent, supervisor.counts, _best(study, search))
+
+
+def _run_with_progress(supervisor: Supervisor, target: int | None) -> str | None:
+    """`supervisor.run()`, under a progress bar of trials when the output is a terminal (its
+    lines print above the bar); a line per trial only, when piped."""
+    import sys
+
+    if not sys.stdout.isatty():
+        return supervisor.run()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns) as bar:
+        task = bar.add_task(supervisor.status(), total=target)
+        supervisor.echo = lambda line: bar.console.print(line, markup=False, highlight=False)
+        supervisor.progress = lambda done, text: bar.update(task, completed=done, description=text)
+        return supervisor.run()
 
 
 def _search_section(config: ExperimentConfig) -> SearchSection:

@@ -117,6 +117,7 @@ class Supervisor:
     journal: Path | None = None  # the journal file, when the storage is one (for the lock)
     echo: Any = print
     after_trial: Any = None  # called after each trial ends (refreshes the parent run)
+    progress: Any = None  # called with (trials ended, status text) when either changes
     counts: dict[str, int] = field(
         default_factory=lambda: {"complete": 0, "pruned": 0, "failed": 0}
     )
@@ -146,7 +147,17 @@ class Supervisor:
                     self._ended(running, code)
                     if self.after_trial is not None:
                         self.after_trial()
+                    self._report()
         return self._error
+
+    def status(self) -> str:
+        """`running 2 · complete 5 · pruned 1 · failed 0` and the best so far."""
+        counts = " · ".join(f"{state} {n}" for state, n in self.counts.items())
+        return f"running {len(self._running)} · {counts}{self._best_text()}"
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(sum(self.counts.values()), self.status())
 
     def _wants_more(self, began: float) -> bool:
         if self._error is not None:
@@ -227,6 +238,7 @@ class Supervisor:
             )
         self._running[slot.name] = Running(trial, slot, process, log)
         self.echo(f"trial {trial.number} started on {slot.name}: {values}")
+        self._report()
 
     def _ended(self, running: Running, code: int) -> None:
         import optuna

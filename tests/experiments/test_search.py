@@ -123,6 +123,7 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     assert list(frame["trial"])[0] == best.number
     assert list(frame["value"]) == sorted(frame["value"], reverse=True)
     assert frame["value"].iloc[0] == pytest.approx(best.value)
+    assert "trial 4 complete on gpu" in out  # a line per trial when piped (no progress bar)
     capsys.readouterr()
     assert main(["runs", "--study", "pool", "--tracking-uri", mlflow_uri]) == 0
     assert capsys.readouterr().out.count("COMPLETE") == 5
@@ -374,3 +375,26 @@ def test_three_processes_on_postgresql_finish_exactly_the_study_s_trials(
     children = _children(client, "shared", parent)
     assert sorted(int(r.data.tags["harness.trial_number"]) for r in children) == list(range(9))
     assert all("secret" not in str(r.data.tags) for r in children)
+
+
+def test_the_progress_text_counts_trials_by_state_and_names_the_best() -> None:
+    from experiments.search_config import SearchSection
+    from experiments.search_supervisor import Supervisor
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.75):
+        trial = study.ask()
+        trial.suggest_float("optimizer.learning_rate", 0.001, 0.1)
+        study.tell(trial, value)
+    search = SearchSection.model_validate({"metric": "val_accuracy", "space": SPACE})
+    supervisor = Supervisor(study, "", {}, search, [], "", "", Path("."), 2, None)
+    supervisor.counts.update(complete=2, pruned=1)
+    seen: list[tuple[int, str]] = []
+    supervisor.progress = lambda done, text: seen.append((done, text))
+    supervisor._report()
+    assert seen == [
+        (
+            3,
+            "running 0 · complete 2 · pruned 1 · failed 0; best so far: trial 1, val_accuracy=0.75",
+        )
+    ]
