@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
             print(f"no checkpoint to resume ({error}); training afresh", file=sys.stderr)
 
     def started(run_id: str) -> None:
-        study._storage.set_trial_user_attr(spec["trial_id"], RUN_ATTR, run_id)
+        trial.set_user_attr(RUN_ATTR, run_id)
 
     try:
         result = run_experiment(
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
         study.tell(number, state=optuna.trial.TrialState.PRUNED)
         return 0
     except (MetricNotLogged, UsageError, TrainingFailed) as error:
-        study._storage.set_trial_user_attr(spec["trial_id"], ERROR_ATTR, str(error))
+        trial.set_user_attr(ERROR_ATTR, str(error))
         study.tell(number, state=optuna.trial.TrialState.FAIL)
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
