@@ -299,12 +299,16 @@ def test_bad_input_is_one_line_exit_2_and_no_study(
 
 
 def _study_exists(storage: str, name: str) -> bool:
-    """Read without creating Optuna's tables (that would race the search creating them)."""
+    """The study and its MLflow parent run exist (so the MLflow store's tables do: the workers
+    would otherwise race the search creating them). Read without creating Optuna's tables."""
     import psycopg
 
     try:
         with psycopg.connect(storage.replace("+psycopg", "")) as connection:
-            rows = connection.execute("SELECT study_name FROM studies").fetchall()
+            rows = connection.execute(
+                "SELECT s.study_name FROM studies s JOIN study_user_attributes a "
+                "ON a.study_id = s.study_id WHERE a.key = 'harness.mlflow_parent_run_id'"
+            ).fetchall()
     except psycopg.Error:
         return False
     return (name,) in rows
