@@ -264,6 +264,11 @@ class TrackingSection(_Section):
     system_metrics_every_s: float = Field(
         10.0, ge=0.0, description="CPU, memory, disk, network, GPU sampling; 0 turns it off"
     )
+    system_metrics_scope: Literal["host", "own"] = Field(
+        "host",
+        description="host: the whole machine (MLflow's own); own: this run's processes, its "
+        "CPU cores and the GPUs in CUDA_VISIBLE_DEVICES (every search trial)",
+    )
 
 
 class CheckpointSection(_Section):

@@ -20,6 +20,7 @@ SAFE_TO_CHANGE = (
     "tracking.uri",
     "tracking.tensorboard_dir",
     "tracking.system_metrics_every_s",
+    "tracking.system_metrics_scope",
 )
 CONFIG_ARTIFACT = "config.yaml"
 

@@ -106,7 +106,10 @@ def run_experiment(
         # stops at a step boundary and raises TrainingInterrupted (a KeyboardInterrupt).
         with stop_on_signals(StopSignal()) as stop:
             if config.tracking.system_metrics_every_s > 0:
-                mlflow_sink.monitor_system(config.tracking.system_metrics_every_s)
+                mlflow_sink.monitor_system(
+                    config.tracking.system_metrics_every_s,
+                    scope=config.tracking.system_metrics_scope,
+                )
             sink = FanOutSink([mlflow_sink, TensorBoardSink(tb_dir)])
             directory = None if resume is None else resume.directory
             policy = checkpointing(

@@ -298,14 +298,18 @@ class MlflowSink(Sink):
         entity = dataset_input(dataset)
         self._retry(lambda: self._client.log_inputs(self._run_id, datasets=[entity]))
 
-    def monitor_system(self, every_s: float) -> None:
+    def monitor_system(self, every_s: float, *, scope: str = "host") -> None:
         """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
 
         MLflow's own system-metrics monitor, attached to this run id and tracking URI; the
         values appear under "System metrics" (`system/...`), the last partial interval
         included. GPU values need `nvidia-ml-py`. MLflow's own
         `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`, when set, takes precedence over `every_s`.
+        `scope="own"` samples only this process tree, its CPU cores and the GPUs in
+        `CUDA_VISIBLE_DEVICES` (`tracking.system_metrics`) instead of the whole host.
         """
+        if scope not in ("host", "own"):
+            raise ValueError(f"`scope` must be 'host' or 'own'. Received: scope={scope!r}")
         if every_s <= 0:
             raise ValueError(f"`every_s` must be > 0. Received: every_s={every_s}")
         self._check_open()
@@ -320,6 +324,10 @@ class MlflowSink(Sink):
         monitor = SystemMetricsMonitor(
             self._run_id, sampling_interval=every_s, tracking_uri=self.tracking_uri
         )
+        if scope == "own":
+            from tracking.system_metrics import own_monitors
+
+            monitor.monitors = own_monitors()
         monitor.start()
         self._system_monitor = monitor
 
