@@ -174,6 +174,10 @@ def _supervise(
         supervisor.stop_all()
         _close_parent(uri, parent, "KILLED")
         raise
+    except Exception:  # the supervisor itself broke: its trials are stopped, not orphaned
+        supervisor.stop_all()
+        _close_parent(uri, parent, "FAILED")
+        raise
     if error is not None:
         if existed:
             _refresh_parent(study, uri, parent, search)

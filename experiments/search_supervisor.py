@@ -11,6 +11,7 @@ its parameters are retried (`search.retries`) from its last checkpoint in a new 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,10 +39,12 @@ NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's nam
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one trial runs: GPU ids (`CUDA_VISIBLE_DEVICES`), or none for a CPU slot."""
+    """Where one trial runs: GPU ids (`CUDA_VISIBLE_DEVICES`), or none for a CPU slot; a CPU
+    slot may own a share of the host's cores (its process is pinned to them)."""
 
     name: str
     gpus: tuple[str, ...] = ()
+    cores: tuple[int, ...] = ()
 
     @property
     def visible(self) -> str:
@@ -60,7 +63,7 @@ def parse_devices(text: str | None) -> list[Slot]:
             raise UsageError(
                 f"--devices '{text}': CPU slots are written cpu:N with N ≥ 1, e.g. --devices cpu:2"
             )
-        return [Slot(f"cpu{i}") for i in range(int(count))]
+        return _cpu_slots(int(count))
     groups = [tuple(g.strip() for g in group.split(",")) for group in text.split(":")]
     ids = [gpu for group in groups for gpu in group]
     if not ids or any(not gpu.isdigit() for gpu in ids):
@@ -73,6 +76,16 @@ def parse_devices(text: str | None) -> list[Slot]:
     if ":" not in text:  # one GPU per trial
         return [Slot(f"gpu{gpu}", (gpu,)) for gpu in ids]
     return [Slot("gpu" + "+".join(group), group) for group in groups]
+
+
+def _cpu_slots(count: int) -> list[Slot]:
+    """`count` CPU slots, each pinned to its own share of this process's cores when there are
+    enough (TensorFlow sizes its thread pools to the cores it may use, so two trials do not
+    fight over the same ones); more slots than cores share them all."""
+    cores = sorted(os.sched_getaffinity(0))
+    if count == 1 or count > len(cores):
+        return [Slot(f"cpu{i}") for i in range(count)]
+    return [Slot(f"cpu{i}", cores=tuple(cores[i::count])) for i in range(count)]
 
 
 def _visible_gpus() -> list[str]:
@@ -197,7 +210,9 @@ class Supervisor:
         # A retry continues the run of the trial it retries, under that run's name.
         run_name = trial.user_attrs.get(NAME_ATTR) or f"{self.study.study_name}-{trial.number}"
         trial.set_user_attr(NAME_ATTR, run_name)
-        raw.setdefault("tracking", {})["run_name"] = run_name
+        tracking = raw.setdefault("tracking", {})
+        tracking["run_name"] = run_name
+        tracking["system_metrics_scope"] = "own"  # this trial's processes and GPUs, not the host's
         try:
             config = ExperimentConfig.model_validate(raw)
         except ValidationError as error:
@@ -225,6 +240,7 @@ class Supervisor:
         spec_file.write_text(json.dumps(spec))
         env = {
             **os.environ,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's ids are nvidia-smi's (and NVML's)
             "CUDA_VISIBLE_DEVICES": slot.visible,
             "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # no memory held beyond what the trial uses
             "PYTHONUNBUFFERED": "1",
@@ -235,7 +251,14 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Its own session: a Ctrl-C on the search's terminal reaches the supervisor
+                # only, which stops each trial once (a second signal would stop it at once,
+                # mid-step).
+                start_new_session=True,
             )
+        if slot.cores:  # before the trial imports TensorFlow and starts its threads
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(process.pid, slot.cores)
         self._running[slot.name] = Running(trial, slot, process, log)
         self.echo(f"trial {trial.number} started on {slot.name}: {values}")
         self._report()

@@ -67,7 +67,9 @@ def trial_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _config(in_tmp, "pool", {"n_trials": 5, "seed": 0})
+    config = _config(
+        in_tmp, "pool", {"n_trials": 5, "seed": 0}, **{"tracking.system_metrics_every_s": 0.5}
+    )
     args = ["search", str(config), "--devices", "7,8,9", "--tracking-uri", mlflow_uri]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -91,6 +93,12 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
         assert run.data.params["optimizer.name"] == trial.params["optimizer.name"]
         device = run.data.tags["harness.device"]
         assert device in {"7", "8", "9"}
+        # System metrics of the trial's own processes, not MLflow's host-wide ones.
+        assert "system/process_cpu_utilization_percentage" in run.data.metrics
+        assert "system/process_memory_usage_megabytes" in run.data.metrics
+        assert not {"system/cpu_utilization_percentage", "system/disk_usage_megabytes"} & set(
+            run.data.metrics
+        )
         spans.append((trial.datetime_start, trial.datetime_complete, device))
     overlapping = 0
     for i, (start_a, end_a, device_a) in enumerate(spans):
@@ -194,6 +202,72 @@ def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
     assert "harness.resumed_from" in resumed.data.tags  # from the checkpoint, not afresh
     assert resumed.data.tags["harness.trial_number"] == "1"
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
+    in_tmp: Path, mlflow_uri: str, trial_env: None
+) -> None:
+    config = _config(
+        in_tmp,
+        "stopped",
+        {"n_trials": 3, "seed": 3},
+        **{
+            "trainer.epochs": 3,
+            "checkpoint.every_n_steps": 2,
+            "callbacks": [
+                {
+                    "class_path": "tests.experiments.user_code:SlowBatches",
+                    "init_args": {"seconds": 0.3},
+                }
+            ],
+        },
+    )
+    command = [sys.executable, "-m", "experiments.cli", "search", str(config), "--devices"]
+    command += ["cpu:2", "--tracking-uri", mlflow_uri]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    search = subprocess.Popen(
+        command,
+        cwd=in_tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as on a terminal
+    )
+    deadline = time.monotonic() + 240
+    saved = in_tmp / "checkpoints" / "stopped"
+    while len({p.parents[1] for p in saved.glob("*/ckpt-*/manifest.json")}) < 2:
+        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no two trial checkpoints within 4 minutes"
+        time.sleep(0.05)
+    os.killpg(search.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
+    out, _ = search.communicate(timeout=120)
+    assert search.returncode == 130, out.decode()[-3000:]
+    assert out.decode().count(": continued next time") == 2
+    study = _study(in_tmp, "stopped")
+    stopped = study.get_trials()
+    assert [t.state.name for t in stopped] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    client = MlflowClient(mlflow_uri)
+    parent = study.user_attrs["harness.mlflow_parent_run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
+    for trial in stopped[:2]:
+        run = client.get_run(trial.user_attrs["harness.run_id"])
+        assert run.info.status == "KILLED"  # stopped at a step boundary, its checkpoint saved
+
+    # The same command again, with --n-trials: the two stopped trials continue, one is added.
+    again = subprocess.run(
+        [*command, "--n-trials", "1"], cwd=in_tmp, env=env, capture_output=True, timeout=400
+    )
+    assert again.returncode == 0, again.stdout.decode()[-3000:] + again.stderr.decode()[-2000:]
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"] + ["COMPLETE"] * 3
+    assert sorted(t.user_attrs.get("harness.retry_of") for t in trials[2:4]) == [0, 1]
+    for trial in trials[2:4]:
+        run = client.get_run(trial.user_attrs["harness.run_id"])
+        assert run.info.status == "FINISHED"
+        assert "harness.resumed_from" in run.data.tags  # from the checkpoint, not afresh
+    assert "harness.retry_of" not in trials[4].user_attrs  # the one added
+    assert client.get_run(parent).info.status == "FINISHED"  # the same parent run, closed
+    assert len(_children(client, "stopped", parent)) == 3
 
 
 def test_asha_prunes_clearly_bad_trials_early(
