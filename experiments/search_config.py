@@ -93,6 +93,12 @@ class SearchSection(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     retries: int = Field(1, ge=0, description="retries of a trial whose process died")
     register_as: str | None = Field(None, description="default: the study's name")
+    heartbeat_s: int = Field(
+        10, ge=1, description="how often a supervisor beats for its trials (PostgreSQL storage)"
+    )
+    grace_period_s: int = Field(
+        60, ge=1, description="a running trial without a beat for this long is failed, retried"
+    )
 
     @field_validator("pruner", mode="before")
     @classmethod
@@ -122,6 +128,12 @@ class SearchSection(_Strict):
         if len(metrics) == 2 and self.pruner.name != "none":
             raise ValueError("Optuna cannot prune a two-metric study: set search.pruner: none")
         unstepped = [path for path, p in self.space.items() if p.kind == "float" and not p.step]
+        if self.grace_period_s <= self.heartbeat_s:
+            raise ValueError(
+                f"search.grace_period_s ({self.grace_period_s}) must exceed search.heartbeat_s "
+                f"({self.heartbeat_s}), or live trials are failed between two beats: e.g. "
+                "heartbeat_s: 10, grace_period_s: 60"
+            )
         if self.sampler == "grid" and unstepped:
             raise ValueError(
                 f"search.sampler grid needs a finite space, and {unstepped} have no step: give "

@@ -198,6 +198,7 @@ class Supervisor:
             if not (wanted or self._retries_waiting()):
                 return  # another supervisor took the last trial
             trial = self.study.ask()  # a waiting retry first
+            self._first_beat(trial)
         try:
             values = suggest(trial, self.search.space)
         except ValueError as error:
@@ -324,14 +325,25 @@ class Supervisor:
         import optuna
 
         storage = self.study._storage
-        interval = getattr(getattr(storage, "_backend", storage), "heartbeat_interval", None)
-        if interval is None or time.monotonic() - self._beat_at < interval:
+        backend = getattr(storage, "_backend", storage)  # under Optuna's cache, if any
+        if getattr(backend, "heartbeat_interval", None) is None:
+            return  # the journal file: one machine, where the supervisor sees every exit
+        if time.monotonic() - self._beat_at < self.search.heartbeat_s:
             return
         self._beat_at = time.monotonic()
+        backend.heartbeat_interval = self.search.heartbeat_s
+        backend.grace_period = self.search.grace_period_s
+        backend.heartbeat_stale_trial_callback = self._reaped
         for running in self._running.values():
             storage.record_heartbeat(running.trial._trial_id)
-        getattr(storage, "_backend", storage).failed_trial_callback = self._reaped
         optuna.storages.fail_stale_trials(self.study)
+
+    def _first_beat(self, trial: Any) -> None:
+        """A trial without any beat is never stale to Optuna: beat as soon as it is asked, so
+        one whose machine vanishes before the next beat is reaped too."""
+        storage = self.study._storage
+        if getattr(getattr(storage, "_backend", storage), "heartbeat_interval", None) is not None:
+            storage.record_heartbeat(trial._trial_id)
 
     def _reaped(self, study: Any, frozen: Any) -> None:
         why = "its machine stopped sending heartbeats"

@@ -72,6 +72,24 @@ def best_value(history: dict[str, list[float]], metric: str, direction: str) -> 
     return min(values) if direction == "minimize" else max(values)
 
 
+def stop_when_orphaned() -> None:
+    """SIGTERM this trial (it stops at a step boundary, checkpointed) once its supervisor is
+    gone: a trial runs in its own session, and nobody beats for an orphan, so another worker
+    would fail and retry it while it still trained."""
+    import signal
+    import threading
+    import time
+
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     import optuna
 
@@ -79,6 +97,7 @@ def main(argv: list[str]) -> int:
     from experiments.run import run_experiment
     from experiments.search_study import load_for_trial, open_storage
 
+    stop_when_orphaned()
     spec = json.loads(Path(argv[0]).read_text())
     storage = open_storage(spec["storage"], slots=1)
     study = load_for_trial(storage, spec["study"])

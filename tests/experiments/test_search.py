@@ -64,6 +64,22 @@ def trial_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
 
 
+def _harness(*args: str, cwd: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """`harness ARGS` as a real process (stdout and stderr together), seeing the tests' code."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **popen,
+    )
+
+
+def _tail(process: subprocess.Popen[bytes]) -> str:
+    return process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+
+
 def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -157,17 +173,12 @@ def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
             ],
         },
     )
-    search = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "search", str(config), "--devices", "cpu:1"]
-        + ["--tracking-uri", mlflow_uri],
-        cwd=in_tmp,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    search = _harness(
+        "search", str(config), "--devices", "cpu:1", "--tracking-uri", mlflow_uri, cwd=in_tmp
     )
     deadline = time.monotonic() + 240
     while not list((in_tmp / "checkpoints" / "killed").glob("*/ckpt-*")):
-        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert search.poll() is None, _tail(search)
         assert time.monotonic() < deadline, "no trial checkpoint within 4 minutes"
         time.sleep(0.05)
     (trial_process,) = [
@@ -222,21 +233,13 @@ def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
             ],
         },
     )
-    command = [sys.executable, "-m", "experiments.cli", "search", str(config), "--devices"]
-    command += ["cpu:2", "--tracking-uri", mlflow_uri]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    search = subprocess.Popen(
-        command,
-        cwd=in_tmp,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as on a terminal
-    )
+    command = ["search", str(config), "--devices", "cpu:2", "--tracking-uri", mlflow_uri]
+    # Its own process group, as a command on a terminal.
+    search = _harness(*command, cwd=in_tmp, start_new_session=True)
     deadline = time.monotonic() + 240
     saved = in_tmp / "checkpoints" / "stopped"
     while len({p.parents[1] for p in saved.glob("*/ckpt-*/manifest.json")}) < 2:
-        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert search.poll() is None, _tail(search)
         assert time.monotonic() < deadline, "no two trial checkpoints within 4 minutes"
         time.sleep(0.05)
     os.killpg(search.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
@@ -254,10 +257,9 @@ def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
         assert run.info.status == "KILLED"  # stopped at a step boundary, its checkpoint saved
 
     # The same command again, with --n-trials: the two stopped trials continue, one is added.
-    again = subprocess.run(
-        [*command, "--n-trials", "1"], cwd=in_tmp, env=env, capture_output=True, timeout=400
-    )
-    assert again.returncode == 0, again.stdout.decode()[-3000:] + again.stderr.decode()[-2000:]
+    again = _harness(*command, "--n-trials", "1", cwd=in_tmp)
+    out, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, out.decode()[-3000:]
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"] + ["COMPLETE"] * 3
     assert sorted(t.user_attrs.get("harness.retry_of") for t in trials[2:4]) == [0, 1]
@@ -407,54 +409,98 @@ def postgres_databases() -> Any:
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_three_processes_on_postgresql_finish_exactly_the_study_s_trials(
+def _wait_for_study(storage: str, name: str, search: subprocess.Popen[bytes]) -> optuna.Study:
+    deadline = time.monotonic() + 120
+    while not _study_exists(storage, name):  # the workers join once the study exists
+        assert search.poll() is None, _tail(search)
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_three_workers_on_postgresql_finish_exactly_the_study_s_trials(
     in_tmp: Path, trial_env: None, postgres_databases: list[str]
 ) -> None:
     storage, tracking = postgres_databases
     config = _config(
         in_tmp,
         "shared",
-        {"n_trials": 9, "seed": 2},
-        **{"trainer.epochs": 1, "data.params.limit": 200},
+        {"n_trials": 30, "seed": 2},
+        **{"trainer.epochs": 1, "data.params.limit": 120},
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     common = ["--storage", storage, "--tracking-uri", tracking, "--devices", "cpu:1"]
-    search = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "search", str(config), *common],
-        cwd=in_tmp,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not _study_exists(storage, "shared"):  # the workers join once the study exists
-        assert search.poll() is None, search.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    study = optuna.load_study(study_name="shared", storage=storage)
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "experiments.cli", "worker", "--study", "shared", *common],
-            cwd=in_tmp,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(2)
-    ]
+    # The search creates the study and its parent run; three workers join it.
+    search = _harness("search", str(config), *common, cwd=in_tmp)
+    study = _wait_for_study(storage, "shared", search)
+    workers = [_harness("worker", "--study", "shared", *common, cwd=in_tmp) for _ in range(3)]
+    ran = []
     for process in [search, *workers]:
-        out, _ = process.communicate(timeout=600)
+        out, _ = process.communicate(timeout=900)
         assert process.returncode == 0, out.decode()[-3000:]
+        ran.append(out.decode().count(" complete on cpu0"))
+    assert all(ran[1:]), ran  # every worker ran some trials
     trials = study.get_trials()
-    assert len(trials) == 9
-    assert sorted(t.number for t in trials) == list(range(9))  # none twice
+    assert len(trials) == 30 and sum(ran) == 30
+    assert sorted(t.number for t in trials) == list(range(30))  # none twice
     assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}  # none RUNNING
-    # Each process ran some of them, every one a child run of the one parent run.
+    # Every one a child run of the one parent run, in the one tracking store.
     client = MlflowClient(tracking)
     parent = study.user_attrs["harness.mlflow_parent_run_id"]
     children = _children(client, "shared", parent)
-    assert sorted(int(r.data.tags["harness.trial_number"]) for r in children) == list(range(9))
+    assert sorted(int(r.data.tags["harness.trial_number"]) for r in children) == list(range(30))
     assert all("secret" not in str(r.data.tags) for r in children)
+
+
+def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_worker(
+    in_tmp: Path, trial_env: None, postgres_databases: list[str]
+) -> None:
+    import psutil
+
+    storage, tracking = postgres_databases
+    config = _config(
+        in_tmp,
+        "vanished",
+        {"n_trials": 2, "seed": 4, "heartbeat_s": 1, "grace_period_s": 4},
+        **{
+            "trainer.epochs": 2,
+            "checkpoint.every_n_steps": 2,
+            "data.params.limit": 200,
+            "callbacks": [
+                {
+                    "class_path": "tests.experiments.user_code:SlowBatches",
+                    "init_args": {"seconds": 0.3},
+                }
+            ],
+        },
+    )
+    common = ["--storage", storage, "--tracking-uri", tracking, "--devices", "cpu:1"]
+    search = _harness("search", str(config), *common, cwd=in_tmp)
+    study = _wait_for_study(storage, "vanished", search)
+    deadline = time.monotonic() + 240
+    while not list((in_tmp / "checkpoints" / "vanished").glob("*/ckpt-*/manifest.json")):
+        assert search.poll() is None, _tail(search)
+        assert time.monotonic() < deadline, "no trial checkpoint within 4 minutes"
+        time.sleep(0.05)
+    machine = [psutil.Process(search.pid), *psutil.Process(search.pid).children(recursive=True)]
+    for process in machine:  # the machine vanishes: supervisor and trial, no goodbye
+        process.kill()
+    search.wait()
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.RUNNING  # nobody told Optuna
+    run_id = trial.user_attrs["harness.run_id"]
+
+    worker = _harness("worker", "--study", "vanished", *common, cwd=in_tmp)
+    out, _ = worker.communicate(timeout=400)
+    assert worker.returncode == 0, out.decode()[-3000:]
+    assert "trial 0 failed (its machine stopped sending heartbeats): retrying it" in out.decode()
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    (retry,) = [t for t in trials if t.user_attrs.get("harness.retry_of") == 0]
+    assert retry.params == trial.params
+    run = MlflowClient(tracking).get_run(run_id)
+    assert run.data.tags["harness.exit"] == "its machine stopped sending heartbeats"
+    assert run.info.status == "FINISHED"  # continued by the retry
+    assert "harness.resumed_from" in run.data.tags  # from the dead trial's checkpoint
 
 
 def test_the_progress_text_counts_trials_by_state_and_names_the_best() -> None:
