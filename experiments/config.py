@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from experiments.search_config import SearchSection
+from experiments.urls import redact_all
 
 
 class _Section(BaseModel):
@@ -357,7 +358,7 @@ def flatten(config: ExperimentConfig) -> dict[str, str]:
         elif value is not None and value != {}:
             flat[prefix] = str(value)
 
-    dumped = config.model_dump(mode="json")
+    dumped = redact_all(config.model_dump(mode="json"))  # no password of a URL
     if isinstance(dumped.get("loss"), str):
         dumped["loss"] = {"name": dumped["loss"]}
     walk("", dumped)

@@ -28,6 +28,7 @@ from experiments.resume import ResumePoint
 from experiments.signals import signals_deferred
 from experiments.tracking_setup import resolve_tracking_uri, run_tags
 from experiments.ui_links import VIEW_KEY, run_url, runs_view_url, ui_address
+from experiments.urls import redact_all
 from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
 
 
@@ -188,7 +189,9 @@ def _train_and_log(
             sink.log_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        config_file.write_text(
+            yaml.safe_dump(redact_all(config.model_dump(mode="json")), sort_keys=False)
+        )
         sink.log_artifact(config_file)
     # Tagged once the config is logged: a run with this tag has what a resume needs.
     sink.set_tags({CHECKPOINT_TAG: str(checkpoints.store.directory.resolve())})

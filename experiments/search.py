@@ -28,9 +28,9 @@ from experiments.search_study import (
     create_or_load,
     default_storage,
     open_storage,
-    redact,
 )
 from experiments.search_supervisor import Supervisor, parse_devices
+from experiments.urls import redact
 
 
 @dataclass(frozen=True)
@@ -325,12 +325,15 @@ def _refresh_parent(
         for path, value in best["params"].items():
             client.set_tag(parent, f"best.{path}", str(value))
         client.set_tag(parent, "best.trial_number", str(best["number"]))
+        if len(search.metrics) > 1:  # no single best: the trials no other beats on both
+            front = sorted(t.number for t in study.best_trials)
+            client.set_tag(parent, "best.pareto_front", ",".join(map(str, front)))
     frame = study.trials_dataframe()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trials.csv"
         frame.to_csv(path, index=False)
         client.log_artifact(parent, str(path))
-        if plots and len(search.metrics) == 1 and finished:
+        if plots and finished:
             from experiments.search_plots import write_plots
 
             folder = Path(tmp) / "plots"
@@ -346,6 +349,8 @@ def _register_best(study: Any, uri: str, name: str) -> str | None:
 
     from experiments.search_study import RUN_ATTR
 
+    if len(study.directions) > 1:
+        return None  # no single best to register: the Pareto front is tagged on the parent
     best = _single_best(study)
     run_id = best[0].user_attrs.get(RUN_ATTR) if best else None
     if run_id is None:

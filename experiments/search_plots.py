@@ -1,6 +1,6 @@
 """The study's plots, for its parent MLflow run: Optuna's visualizations as interactive HTML
 (plotly) and PNG (its matplotlib backend) — optimization history, parameter importances,
-parallel coordinates, intermediate values."""
+parallel coordinates, intermediate values; for a two-metric study, its Pareto front."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ PLOTS = (
     "parallel_coordinate",
     "intermediate_values",
 )
+PARETO_PLOTS = ("pareto_front",)  # a two-metric study: the trade-off between the metrics
 
 
 def write_plots(study: Any, folder: Path) -> list[Path]:
@@ -32,7 +33,7 @@ def write_plots(study: Any, folder: Path) -> list[Path]:
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib backend is "experimental" in Optuna
-        for name in PLOTS:
+        for name in PLOTS if len(study.directions) == 1 else PARETO_PLOTS:
             try:
                 figure = getattr(interactive, f"plot_{name}")(study)
                 html = folder / f"{name}.html"

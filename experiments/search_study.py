@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from experiments.errors import UsageError
 from experiments.search_config import SearchSection
 from experiments.search_space import grid
+from experiments.urls import postgres_driver_problem, redact
 
 SETTINGS_ATTR = "harness.search"  # the study's user attribute holding `search:` as JSON
 PARENT_ATTR = "harness.mlflow_parent_run_id"  # the study's parent MLflow run
@@ -35,12 +35,6 @@ ERROR_ATTR = "harness.error"  # a trial's user attribute: why it failed
 RETRY_ATTR = "harness.retry_of"  # a trial's user attribute: the trial number it retries
 TARGET_ATTR = "harness.n_trials"  # the study's user attribute: trials wanted in all (None: no end)
 BASE_ATTR = "harness.base_config"  # the study's user attribute: the trials' base config
-_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (never log a storage or tracking password)."""
-    return _PASSWORD.sub(r"\1***@", url)
 
 
 def default_storage(study: str) -> str:
@@ -69,14 +63,9 @@ def open_storage(url: str, *, slots: int) -> Any:
             "journal file in searches/<study>/), or use PostgreSQL: "
             "--storage postgresql+psycopg://USER:PASSWORD@HOST/DB"
         )
-    if url.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise UsageError(
-                f"--storage {redact(url)}: the PostgreSQL driver is not installed. Install "
-                "the extra: pip install -e '.[postgres]' (or pip install 'psycopg[binary]')"
-            ) from None
+    problem = postgres_driver_problem(url, "--storage")
+    if problem is not None:
+        raise UsageError(problem)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from experiments.errors import UsageError
+from experiments.urls import postgres_driver_problem
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
@@ -30,6 +31,9 @@ def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
             f"{', '.join(s + '://' for s in _SCHEMES)}, e.g. {DEFAULT_TRACKING_URI} or "
             "http://127.0.0.1:5000"
         )
+    problem = postgres_driver_problem(uri, "tracking URI")
+    if problem is not None:
+        raise UsageError(problem)
     if scheme == "http" or scheme == "https":
         if not urlparse(uri).hostname:
             raise UsageError(f"tracking URI '{uri}' has no host; write it like http://HOST:PORT")

@@ -272,6 +272,45 @@ def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
     assert len(_children(client, "stopped", parent)) == 3
 
 
+def test_two_cpu_slots_search_two_metrics_with_nsga2(
+    in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    search = {
+        "metric": ["val_accuracy", "val_loss"],
+        "direction": ["maximize", "minimize"],
+        "sampler": "nsga2",
+        "n_trials": 4,
+        "seed": 5,
+    }
+    config = _config(in_tmp, "pareto", search, **{"trainer.epochs": 1})
+    args = ["search", str(config), "--devices", "cpu:2", "--tracking-uri", mlflow_uri]
+    assert main(args) == 0
+    assert "study 'pareto': 4 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+    study = _study(in_tmp, "pareto")
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE,
+        optuna.study.StudyDirection.MINIMIZE,
+    ]
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert all(len(t.values) == 2 for t in trials)
+    client = MlflowClient(mlflow_uri)
+    parent = study.user_attrs["harness.mlflow_parent_run_id"]
+    children = _children(client, "pareto", parent)
+    assert sorted(r.data.tags["harness.trial_number"] for r in children) == ["0", "1", "2", "3"]
+    assert {r.data.tags["harness.device"] for r in children} == {""}  # CPU slots: no GPU
+    by_number = {int(r.data.tags["harness.trial_number"]): r for r in children}
+    for trial in trials:  # each run's values are its best epoch's, as told to Optuna
+        tagged = by_number[trial.number].data.tags["harness.trial_value"].split(",")
+        assert [float(v) for v in tagged] == pytest.approx(trial.values, rel=1e-6)
+    parent_run = client.get_run(parent)
+    front = sorted(t.number for t in study.best_trials)
+    assert parent_run.data.tags["best.pareto_front"] == ",".join(map(str, front))
+    assert {"best_val_accuracy", "best_val_loss"} <= set(parent_run.data.metrics)
+    plots = {Path(a.path).name for a in client.list_artifacts(parent, "plots")}
+    assert {"pareto_front.html", "pareto_front.png"} <= plots
+
+
 def test_asha_prunes_clearly_bad_trials_early(
     in_tmp: Path, mlflow_uri: str, trial_env: None
 ) -> None:
@@ -332,6 +371,16 @@ def test_asha_prunes_clearly_bad_trials_early(
             "cannot open the Optuna storage",
         ),
         ({"search.metric": "val_acc"}, [], "search.metric 'val_acc' is not logged by the run"),
+        (
+            {},
+            ["--storage", "postgresql://postgres:secret@127.0.0.1:5432/test"],
+            "with the psycopg2 driver, which is not installed; the installed driver is psycopg 3",
+        ),
+        (
+            {"search.heartbeat_s": 30, "search.grace_period_s": 20},
+            [],
+            "search.grace_period_s (20) must exceed search.heartbeat_s (30)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_study(
