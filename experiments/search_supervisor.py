@@ -24,17 +24,20 @@ from typing import Any
 
 from experiments.errors import UsageError
 from experiments.search_config import SearchSection
-from experiments.search_space import apply, suggest
-from experiments.search_study import (
-    ERROR_ATTR,
-    RETRY_ATTR,
-    RUN_ATTR,
-    STATE_TAG,
-    ask_lock,
-    counted_trials,
+from experiments.search_recovery import (
+    ATTEMPT_ATTR,
+    NAME_ATTR,
+    PROCESS_ATTR,
+    RESUME_ATTR,
+    SUPERVISOR_ATTR,
+    enqueue_continuation,
+    fail_trial,
+    mark_run_failed,
+    owner,
+    reap_dead_on_this_host,
 )
-
-NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's name
+from experiments.search_space import apply, suggest
+from experiments.search_study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,14 @@ class Supervisor:
     _stopping: bool = False
     _beat_at: float = 0.0
     _error: str | None = None
+    _owner: str = field(default_factory=owner)  # host:pid:start, recorded in its trials
 
     def run(self) -> str | None:
         """Until `n_trials` have ended or the time is up; the bad-input error that stopped the
         search, if one did."""
         began = time.monotonic()
+        for number in reap_dead_on_this_host(self.study, self.tracking_uri, self.search.retries):
+            self.echo(f"trial {number} had ended with its supervisor: failed, and retried")
         while True:
             for slot in self.slots:
                 if slot.name not in self._running and self._wants_more(began):
@@ -199,6 +205,7 @@ class Supervisor:
                 return  # another supervisor took the last trial
             trial = self.study.ask()  # a waiting retry first
             self._first_beat(trial)
+            trial.set_user_attr(SUPERVISOR_ATTR, self._owner)
         try:
             values = suggest(trial, self.search.space)
         except ValueError as error:
@@ -233,7 +240,7 @@ class Supervisor:
             "tracking_uri": self.tracking_uri,
             "parent_run_id": self.parent_run_id,
             "log": str(log.resolve()),
-            "resume_run": trial.user_attrs.get("harness.resume_run"),
+            "resume_run": trial.user_attrs.get(RESUME_ATTR),
             "search": {"metrics": self.search.metrics, "directions": self.search.directions},
             "params": values,
         }
@@ -260,6 +267,7 @@ class Supervisor:
         if slot.cores:  # before the trial imports TensorFlow and starts its threads
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(process.pid, slot.cores)
+        trial.set_user_attr(PROCESS_ATTR, owner(process.pid))
         self._running[slot.name] = Running(trial, slot, process, log)
         self.echo(f"trial {trial.number} started on {slot.name}: {values}")
         self._report()
@@ -289,34 +297,21 @@ class Supervisor:
         why = _exit_text(code)
         run_id = frozen.user_attrs.get(RUN_ATTR)
         if run_id is not None:  # first: whoever sees the trial FAIL finds its run FAILED too
-            _mark_run_failed(self.tracking_uri, run_id, why)
+            mark_run_failed(self.tracking_uri, run_id, why)
         if state == optuna.trial.TrialState.RUNNING:  # the process died without telling
-            self._tell(number, state=optuna.trial.TrialState.FAIL)
+            fail_trial(self.study, number)
         self.counts["failed"] += 1
-        retried = int(frozen.user_attrs.get("harness.attempt", 0))
+        retried = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
         if self._error is not None:
             self.echo(f"trial {number} stopped on {running.slot.name}")
         elif self._stopping:  # Ctrl-C: continued from its checkpoint by the next search
-            self._enqueue_retry(frozen, attempt=retried)
+            enqueue_continuation(self.study, frozen, attempt=retried)
             self.echo(f"trial {number} stopped on {running.slot.name}: continued next time")
         elif retried < self.search.retries:
-            self._enqueue_retry(frozen, attempt=retried + 1)
+            enqueue_continuation(self.study, frozen, attempt=retried + 1)
             self.echo(f"trial {number} failed on {running.slot.name} ({why}): retrying it")
         else:
             self.echo(f"trial {number} failed on {running.slot.name} ({why}); log: {running.log}")
-
-    def _enqueue_retry(self, frozen: Any, *, attempt: int) -> None:
-        """The trial's parameters again, as a new trial continuing its run from its checkpoint."""
-        self.study.enqueue_trial(
-            frozen.params,
-            user_attrs={
-                RETRY_ATTR: frozen.number,
-                "harness.attempt": attempt,
-                "harness.resume_run": frozen.user_attrs.get(RUN_ATTR),
-                NAME_ATTR: frozen.user_attrs.get(NAME_ATTR),
-            },
-            skip_if_exists=False,
-        )
 
     def _heartbeat(self) -> None:
         """With a heartbeat storage (PostgreSQL): beat for this supervisor's running trials,
@@ -349,10 +344,10 @@ class Supervisor:
         why = "its machine stopped sending heartbeats"
         run_id = frozen.user_attrs.get(RUN_ATTR)
         if run_id is not None:
-            _mark_run_failed(self.tracking_uri, run_id, why)
-        attempt = int(frozen.user_attrs.get("harness.attempt", 0))
+            mark_run_failed(self.tracking_uri, run_id, why)
+        attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
         if attempt < self.search.retries:
-            self._enqueue_retry(frozen, attempt=attempt + 1)
+            enqueue_continuation(self.study, frozen, attempt=attempt + 1)
         self.echo(f"trial {frozen.number} failed ({why}): retrying it")
 
     def _tell(self, trial: Any, **kwargs: Any) -> None:
@@ -395,17 +390,6 @@ def _exit_text(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit status {code}"
-
-
-def _mark_run_failed(tracking_uri: str, run_id: str, why: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    client.set_tag(run_id, STATE_TAG, "FAIL")
-    client.set_tag(run_id, "harness.exit", why)
-    if client.get_run(run_id).info.status == "RUNNING":  # died before it could close the run
-        client.set_tag(run_id, "error", f"the trial process {why}")
-        client.set_terminated(run_id, status="FAILED")
 
 
 def _last_line(log: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +73,24 @@ def best_value(history: dict[str, list[float]], metric: str, direction: str) -> 
     return min(values) if direction == "minimize" else max(values)
 
 
-def stop_when_orphaned() -> None:
+def stop_when_orphaned() -> threading.Event:
     """SIGTERM this trial (it stops at a step boundary, checkpointed) once its supervisor is
-    gone: a trial runs in its own session, and nobody beats for an orphan, so another worker
-    would fail and retry it while it still trained."""
+    gone, and set the event: a trial runs in its own session, and nobody beats for an orphan,
+    so another worker would fail and retry it while it still trained."""
     import signal
-    import threading
     import time
 
     supervisor = os.getppid()
+    orphaned = threading.Event()
 
     def watch() -> None:
         while os.getppid() == supervisor:
             time.sleep(1.0)
+        orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    return orphaned
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +100,7 @@ def main(argv: list[str]) -> int:
     from experiments.run import run_experiment
     from experiments.search_study import load_for_trial, open_storage
 
-    stop_when_orphaned()
+    orphaned = stop_when_orphaned()
     spec = json.loads(Path(argv[0]).read_text())
     storage = open_storage(spec["storage"], slots=1)
     study = load_for_trial(storage, spec["study"])
@@ -141,6 +144,13 @@ def main(argv: list[str]) -> int:
     except TrialPruned:
         study.tell(number, state=optuna.trial.TrialState.PRUNED)
         return 0
+    except KeyboardInterrupt:
+        if orphaned.is_set():  # nobody else will end the trial: it continues next time
+            from experiments.search_recovery import hand_back
+
+            hand_back(study, spec["trial_id"], spec["tracking_uri"])
+            print("stopped: the search supervisor ended; continued by the next search")
+        raise
     except (MetricNotLogged, UsageError, TrainingFailed) as error:
         trial.set_user_attr(ERROR_ATTR, str(error))
         study.tell(number, state=optuna.trial.TrialState.FAIL)

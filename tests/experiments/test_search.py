@@ -153,7 +153,19 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     assert capsys.readouterr().out.count("COMPLETE") == 5
 
 
-def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
+def _checkpoints(root: Path, experiment: str) -> int:
+    return len(list((root / "checkpoints" / experiment).glob("*/ckpt-*/manifest.json")))
+
+
+def _wait_for_checkpoints(root: Path, experiment: str, count: int, search: Any) -> None:
+    deadline = time.monotonic() + 240
+    while _checkpoints(root, experiment) < count:
+        assert search.poll() is None, _tail(search)
+        assert time.monotonic() < deadline, f"not {count} trial checkpoints within 4 minutes"
+        time.sleep(0.05)
+
+
+def test_a_killed_trial_is_retried_at_once_and_a_killed_supervisor_s_trial_continues_later(
     in_tmp: Path, mlflow_uri: str, trial_env: None
 ) -> None:
     import psutil
@@ -165,6 +177,7 @@ def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
         **{
             "trainer.epochs": 3,
             "checkpoint.every_n_steps": 2,
+            "checkpoint.keep_last": 20,
             "callbacks": [
                 {
                     "class_path": "tests.experiments.user_code:SlowBatches",
@@ -173,14 +186,9 @@ def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
             ],
         },
     )
-    search = _harness(
-        "search", str(config), "--devices", "cpu:1", "--tracking-uri", mlflow_uri, cwd=in_tmp
-    )
-    deadline = time.monotonic() + 240
-    while not list((in_tmp / "checkpoints" / "killed").glob("*/ckpt-*")):
-        assert search.poll() is None, _tail(search)
-        assert time.monotonic() < deadline, "no trial checkpoint within 4 minutes"
-        time.sleep(0.05)
+    command = ["search", str(config), "--devices", "cpu:1", "--tracking-uri", mlflow_uri]
+    search = _harness(*command, cwd=in_tmp)
+    _wait_for_checkpoints(in_tmp, "killed", 1, search)
     (trial_process,) = [
         p
         for p in psutil.Process(search.pid).children()
@@ -198,21 +206,37 @@ def test_a_killed_trial_fails_at_once_and_is_retried_from_its_checkpoint(
     assert failed.info.status == "FAILED"
     assert failed.data.tags["harness.exit"] == "killed by SIGKILL"
 
-    out, _ = search.communicate(timeout=300)
-    assert search.returncode == 0, out.decode()[-3000:]
-    assert "trial 0 failed on cpu0 (killed by SIGKILL): retrying it" in out.decode()
+    # The retry (trial 1) continues the same run; once it has checkpointed again, the
+    # supervisor itself is SIGKILLed: its orphaned trial stops, checkpointed, and hands
+    # itself back (FAIL, its continuation enqueued), leaving nothing RUNNING.
+    reached = _checkpoints(in_tmp, "killed")
+    _wait_for_checkpoints(in_tmp, "killed", reached + 1, search)
+    search.send_signal(signal.SIGKILL)
+    out = _tail(search)
+    assert "trial 0 failed on cpu0 (killed by SIGKILL): retrying it" in out
+    killed_at = time.monotonic()
+    while [t.state.name for t in study.get_trials()] != ["FAIL", "FAIL", "WAITING"]:
+        assert time.monotonic() - killed_at < 30, [t.state.name for t in study.get_trials()]
+        time.sleep(0.1)
+    orphan = study.get_trials()[1]
+    assert orphan.user_attrs["harness.run_id"] == run_id
+    assert study.get_trials()[2].user_attrs["harness.retry_of"] == 1
+    assert client.get_run(run_id).data.tags["harness.exit"] == "stopped: its supervisor ended"
+
+    # The same command again: the continuation resumes the run, a new trial completes too.
+    again = _harness(*command, cwd=in_tmp)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out.decode()[-3000:]
     trials = study.get_trials()
-    states = [t.state.name for t in trials]
-    assert states == ["FAIL", "COMPLETE", "COMPLETE"]  # the trial count reached: 2 + the retry
-    retry = trials[1]
-    assert retry.user_attrs["harness.retry_of"] == 0
-    assert retry.params == trials[0].params
-    assert retry.user_attrs["harness.run_id"] == run_id  # the same run, continued
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    continued = trials[2]
+    assert continued.params == trials[0].params
+    assert continued.user_attrs["harness.run_id"] == run_id  # one run through it all
+    assert "harness.retry_of" not in trials[3].user_attrs  # the study's second trial
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
     assert "harness.resumed_from" in resumed.data.tags  # from the checkpoint, not afresh
-    assert resumed.data.tags["harness.trial_number"] == "1"
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert resumed.data.tags["harness.trial_number"] == "2"
 
 
 def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
@@ -537,6 +561,10 @@ def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_work
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.RUNNING  # nobody told Optuna
     run_id = trial.user_attrs["harness.run_id"]
+    # It ran on another machine: a supervisor here cannot see its processes, only its beats.
+    for attr in ("harness.supervisor", "harness.trial_process"):
+        recorded = trial.user_attrs[attr].split(":", 1)[1]
+        study._storage.set_trial_user_attr(trial._trial_id, attr, f"gone-host:{recorded}")
 
     worker = _harness("worker", "--study", "vanished", *common, cwd=in_tmp)
     out, _ = worker.communicate(timeout=400)
