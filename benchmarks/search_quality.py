@@ -2,8 +2,9 @@
 wall-clock budget (digits CNN, up to 9 epochs a trial, val_accuracy).
 
 1. `harness search --devices cpu:2` with `search.pruner: none`, then with
-   `{name: asha, params: {min_resource: 1, reduction_factor: 3}}`: the same random sampler and
-   seed, so both draw the same candidates in the same order; each trial is a fresh process, a
+   `{name: asha, params: {min_resource: 1, reduction_factor: 3}}`: the same sampler and seed
+   (`--sampler random`, the default: both draw the same candidates in the same order; `tpe`:
+   the harness's default, which learns from pruned trials too); each trial is a fresh process, a
    tracked child run, its trained epochs counted from its reports to Optuna.
 2. keras-tuner's Hyperband (`max_epochs=9, factor=3`) over the same space, built with this
    project's own config, data and model code (the same split, model and optimizer), given the
@@ -56,7 +57,7 @@ PRUNERS = {
 }
 
 
-def _search(root: Path, pruner: str, trials: int, seed: int) -> dict[str, float]:
+def _search(root: Path, pruner: str, trials: int, seed: int, sampler: str) -> dict[str, float]:
     import optuna
 
     folder = root / pruner
@@ -65,7 +66,7 @@ def _search(root: Path, pruner: str, trials: int, seed: int) -> dict[str, float]
     search = {
         "metric": "val_accuracy",
         "direction": "maximize",
-        "sampler": "random",
+        "sampler": sampler,
         "seed": seed,
         "pruner": PRUNERS[pruner],
         "space": SPACE,
@@ -173,11 +174,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", default="random", help="for both searches: random or tpe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        none = _search(root, "none", args.trials, args.seed)
-        asha = _search(root, "asha", args.trials, args.seed)
+        none = _search(root, "none", args.trials, args.seed, args.sampler)
+        asha = _search(root, "asha", args.trials, args.seed, args.sampler)
         hyperband = _hyperband(root, asha["wall_s"], args.seed)
     results = {"no pruning": none, "ASHA": asha, "keras-tuner Hyperband": hyperband}
     for name, result in results.items():

@@ -199,8 +199,7 @@ def search(
         tracking_uri=tracking_uri,
         echo=typer.echo,
     )
-    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
-    typer.echo(f"study '{result.study}': {counts}; parent run {result.parent_run_id}")
+    typer.echo(f"study '{result.study}': {result.counts_text}; parent run {result.parent_run_id}")
     if result.best is not None:
         typer.echo(
             f"  best: trial {result.best['number']} {result.best['values']} {result.best['params']}"
@@ -229,8 +228,7 @@ def worker(
         tracking_uri=tracking_uri,
         echo=typer.echo,
     )
-    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
-    typer.echo(f"worker for study '{result.study}' done: {counts}")
+    typer.echo(f"worker for study '{result.study}' done: {result.counts_text}")
 
 
 @app.command()

@@ -41,6 +41,11 @@ class SearchResult:
     counts: dict[str, int]
     best: dict[str, Any] | None  # number, values, params
 
+    @property
+    def counts_text(self) -> str:
+        """`5 complete, 1 pruned, 0 failed`"""
+        return ", ".join(f"{n} {state}" for state, n in self.counts.items())
+
 
 def run_search(
     config: ExperimentConfig,

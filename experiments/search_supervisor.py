@@ -140,6 +140,7 @@ class Supervisor:
     _running: dict[str, Running] = field(default_factory=dict)
     _stopping: bool = False
     _beat_at: float = 0.0
+    _asked_storage_at: float = 0.0  # when the storage last said the target was reached
     _error: str | None = None
     _owner: str = field(default_factory=owner)  # host:pid:start, recorded in its trials
 
@@ -149,10 +150,14 @@ class Supervisor:
         began = time.monotonic()
         for number in reap_dead_on_this_host(self.study, self.tracking_uri, self.search.retries):
             self.echo(f"trial {number} had ended with its supervisor: failed, and retried")
+        refresh = False
         while True:
             for slot in self.slots:
                 if slot.name not in self._running and self._wants_more(began):
                     self._start(slot)
+            if refresh and self.after_trial is not None:  # once the free slots are busy again
+                self.after_trial()
+            refresh = False
             if not self._running:
                 break
             if self._error is not None and not self._stopping:  # the others would fail alike
@@ -164,8 +169,8 @@ class Supervisor:
                 if code is not None:
                     del self._running[name]
                     self._ended(running, code)
-                    if self.after_trial is not None:
-                        self.after_trial()
+                    self._asked_storage_at = 0.0  # a retry of it may be wanted at once
+                    refresh = True
                     self._report()
         return self._error
 
@@ -183,10 +188,16 @@ class Supervisor:
             return False
         if self.timeout_s is not None and time.monotonic() - began > self.timeout_s:
             return False
+        if time.monotonic() < self._asked_storage_at + 1.0:  # said no within the last second
+            return False
         retries = len(self._retries_waiting())
         if retries == 0 and self._grid_done():
             return False
-        return retries > 0 or self.n_trials is None or counted_trials(self.study) < self.n_trials
+        wanted = retries > 0 or self.n_trials is None or counted_trials(self.study) < self.n_trials
+        # The target is reached while trials still run: ask the storage again in a second or
+        # once one of ours ends (another machine's failed trial may queue a retry meanwhile).
+        self._asked_storage_at = 0.0 if wanted else time.monotonic()
+        return wanted
 
     def _retries_waiting(self) -> list[Any]:
         import optuna

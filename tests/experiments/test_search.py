@@ -44,6 +44,13 @@ def _config(root: Path, experiment: str, search: dict[str, Any], **changes: Any)
     )
 
 
+def _slow_batches(seconds: float) -> list[dict[str, Any]]:
+    """A callback that sleeps after each batch: a trial still training when the test acts."""
+    return [
+        {"class_path": "tests.experiments.user_code:SlowBatches", "init_args": {"seconds": seconds}}
+    ]
+
+
 def _study(root: Path, name: str) -> optuna.Study:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(root / "searches" / name / "journal.log"))
@@ -178,12 +185,7 @@ def test_a_killed_trial_is_retried_at_once_and_a_killed_supervisor_s_trial_conti
             "trainer.epochs": 3,
             "checkpoint.every_n_steps": 2,
             "checkpoint.keep_last": 20,
-            "callbacks": [
-                {
-                    "class_path": "tests.experiments.user_code:SlowBatches",
-                    "init_args": {"seconds": 0.05},
-                }
-            ],
+            "callbacks": _slow_batches(0.05),
         },
     )
     command = ["search", str(config), "--devices", "cpu:1", "--tracking-uri", mlflow_uri]
@@ -249,12 +251,7 @@ def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
         **{
             "trainer.epochs": 3,
             "checkpoint.every_n_steps": 2,
-            "callbacks": [
-                {
-                    "class_path": "tests.experiments.user_code:SlowBatches",
-                    "init_args": {"seconds": 0.3},
-                }
-            ],
+            "callbacks": _slow_batches(0.3),
         },
     )
     command = ["search", str(config), "--devices", "cpu:2", "--tracking-uri", mlflow_uri]
@@ -538,12 +535,7 @@ def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_work
             "trainer.epochs": 2,
             "checkpoint.every_n_steps": 2,
             "data.params.limit": 200,
-            "callbacks": [
-                {
-                    "class_path": "tests.experiments.user_code:SlowBatches",
-                    "init_args": {"seconds": 0.3},
-                }
-            ],
+            "callbacks": _slow_batches(0.3),
         },
     )
     common = ["--storage", storage, "--tracking-uri", tracking, "--devices", "cpu:1"]
