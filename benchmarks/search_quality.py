@@ -18,14 +18,12 @@ wall-clock budget (digits CNN, up to 9 epochs a trial, val_accuracy).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from benchmarks.search_runs import timed_search
 
 EPOCHS = 9
 BASE: dict[str, Any] = {
@@ -60,9 +58,6 @@ PRUNERS = {
 def _search(root: Path, pruner: str, trials: int, seed: int, sampler: str) -> dict[str, float]:
     import optuna
 
-    folder = root / pruner
-    folder.mkdir()
-    config = folder / "search.yaml"
     search = {
         "metric": "val_accuracy",
         "direction": "maximize",
@@ -71,21 +66,8 @@ def _search(root: Path, pruner: str, trials: int, seed: int, sampler: str) -> di
         "pruner": PRUNERS[pruner],
         "space": SPACE,
     }
-    config.write_text(yaml.safe_dump({**BASE, "search": search}))
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "search", str(config), "--devices", "cpu:2"]
-        + ["--n-trials", str(trials), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
-        cwd=folder,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    wall = time.perf_counter() - started
-    journal = folder / "searches" / "quality" / "journal.log"
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))
-    )
-    study = optuna.load_study(study_name="quality", storage=storage)
+    config = {**BASE, "search": search}
+    wall, study, _ = timed_search(root / pruner, config, slots=2, trials=trials)
     done = study.get_trials(deepcopy=False)
     return {
         "wall_s": wall,

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+from benchmarks.search_runs import timed_search
 
 CONFIG = {
     "model": {"name": "mlp", "params": {"input_shape": [64], "hidden_units": [32]}},
@@ -40,28 +37,9 @@ CONFIG = {
 
 
 def _search(root: Path, slots: int, trials: int) -> tuple[float, list[float]]:
-    import optuna
     from mlflow.tracking import MlflowClient
 
-    folder = root / f"slots-{slots}"
-    folder.mkdir()
-    config = folder / "search.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "search", str(config)]
-        + ["--devices", f"cpu:{slots}", "--n-trials", str(trials), "--tracking-uri", uri],
-        cwd=folder,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    wall = time.perf_counter() - started
-    journal = folder / "searches" / "slots" / "journal.log"
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))
-    )
-    study = optuna.load_study(study_name="slots", storage=storage)
+    wall, study, uri = timed_search(root / f"slots-{slots}", CONFIG, slots=slots, trials=trials)
     client = MlflowClient(uri)
     overheads = []
     for trial in study.get_trials():
