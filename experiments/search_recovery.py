@@ -65,6 +65,16 @@ def enqueue_continuation(study: Any, frozen: Any, *, attempt: int) -> None:
     )
 
 
+def retry(study: Any, frozen: Any, retries: int) -> bool:
+    """Retry a failed trial from its checkpoint if its attempts are within `search.retries`;
+    whether it was retried."""
+    attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+    if attempt >= retries:
+        return False
+    enqueue_continuation(study, frozen, attempt=attempt + 1)
+    return True
+
+
 def fail_trial(study: Any, number: int) -> bool:
     """FAIL the trial; False when it had already ended (another process got there first)."""
     import optuna
@@ -118,8 +128,6 @@ def reap_dead_on_this_host(study: Any, tracking_uri: str, retries: int) -> list[
             mark_run_failed(tracking_uri, run_id, "ended with its supervisor, without a word")
         if not fail_trial(study, frozen.number):
             continue
-        attempt = int(attrs.get(ATTEMPT_ATTR, 0))
-        if attempt < retries:
-            enqueue_continuation(study, frozen, attempt=attempt + 1)
+        retry(study, frozen, retries)
         reaped.append(frozen.number)
     return reaped

@@ -35,6 +35,7 @@ from experiments.search_recovery import (
     mark_run_failed,
     owner,
     reap_dead_on_this_host,
+    retry,
 )
 from experiments.search_space import apply, suggest
 from experiments.search_study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
@@ -312,14 +313,13 @@ class Supervisor:
         if state == optuna.trial.TrialState.RUNNING:  # the process died without telling
             fail_trial(self.study, number)
         self.counts["failed"] += 1
-        retried = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
         if self._error is not None:
             self.echo(f"trial {number} stopped on {running.slot.name}")
         elif self._stopping:  # Ctrl-C: continued from its checkpoint by the next search
-            enqueue_continuation(self.study, frozen, attempt=retried)
+            attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+            enqueue_continuation(self.study, frozen, attempt=attempt)
             self.echo(f"trial {number} stopped on {running.slot.name}: continued next time")
-        elif retried < self.search.retries:
-            enqueue_continuation(self.study, frozen, attempt=retried + 1)
+        elif retry(self.study, frozen, self.search.retries):
             self.echo(f"trial {number} failed on {running.slot.name} ({why}): retrying it")
         else:
             self.echo(f"trial {number} failed on {running.slot.name} ({why}); log: {running.log}")
@@ -356,10 +356,8 @@ class Supervisor:
         run_id = frozen.user_attrs.get(RUN_ATTR)
         if run_id is not None:
             mark_run_failed(self.tracking_uri, run_id, why)
-        attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
-        if attempt < self.search.retries:
-            enqueue_continuation(self.study, frozen, attempt=attempt + 1)
-        self.echo(f"trial {frozen.number} failed ({why}): retrying it")
+        retried = retry(self.study, frozen, self.search.retries)
+        self.echo(f"trial {frozen.number} failed ({why}){': retrying it' if retried else ''}")
 
     def _tell(self, trial: Any, **kwargs: Any) -> None:
         try:
