@@ -298,18 +298,21 @@ def _single_best(study: Any) -> list[Any]:
 
 
 class _Refresher:
-    """After each trial: the parent's best value and table; its plots at most every 30 s
-    (drawing them takes a second or two of the supervisor's loop)."""
+    """After each trial: the parent's best value and table; its plots at most every 30 s, and
+    no more often than keeps drawing them (seconds of CPU as the study grows) to 5 % of the
+    supervisor's time, so the slots keep the cores."""
 
     def __init__(self, study: Any, uri: str, parent: str, search: SearchSection) -> None:
         self.args = (study, uri, parent, search)
-        self.plotted_at = 0.0
+        self.next_plot_at = 0.0
 
     def __call__(self) -> None:
-        plots = time.monotonic() - self.plotted_at > 30
+        started = time.monotonic()
+        plots = started >= self.next_plot_at
         _refresh_parent(*self.args, plots=plots)
         if plots:
-            self.plotted_at = time.monotonic()
+            took = time.monotonic() - started
+            self.next_plot_at = started + max(30.0, 20 * took)
 
 
 def _refresh_parent(

@@ -593,3 +593,25 @@ def test_the_progress_text_counts_trials_by_state_and_names_the_best() -> None:
             "running 0 · complete 2 · pruned 1 · failed 0; best so far: trial 1, val_accuracy=0.75",
         )
     ]
+
+
+def test_the_parent_s_plots_are_redrawn_at_most_every_30_s_and_5_percent_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from experiments import search
+
+    clock = [1000.0]
+    drawn: list[bool] = []
+
+    def refresh(*args: Any, plots: bool) -> None:
+        drawn.append(plots)
+        clock[0] += 3.0 if plots else 0.1  # drawing the plots took 3 s, the table 0.1 s
+
+    monkeypatch.setattr(search.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(search, "_refresh_parent", refresh)
+    refresher = search._Refresher(None, "", "", None)  # type: ignore[arg-type]
+    for gap in (0, 10, 20, 40, 10, 30, 30):  # seconds between trials' ends
+        clock[0] += gap
+        refresher()
+    # Drawn first, then not before 60 s (20 × the 3 s they took) after that drawing began.
+    assert drawn == [True, False, False, True, False, False, True]
