@@ -296,7 +296,7 @@ class MlflowSink(Sink):
 
         self._check_open()
         entity = dataset_input(dataset)
-        self._retry(lambda: self._client.log_inputs(self._run_id, datasets=[entity]))
+        self._retry(lambda: _log_inputs(self._client, self._run_id, entity))
 
     def monitor_system(self, every_s: float, *, scope: str = "host") -> None:
         """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
@@ -463,6 +463,30 @@ def _get_or_create_experiment(
             f"--experiment-id {experiment.experiment_id}`) or choose another name."
         )
     return str(experiment.experiment_id)
+
+
+def _log_inputs(client: MlflowClient, run_id: str, entity: Any) -> None:
+    """Log a data set as the run's input, also when another run logs the same one at once.
+
+    MLflow's stores look the data set up, then insert it: two runs logging the same data (the
+    trials of a search) at the same moment both miss it and the second insert breaks the
+    table's unique key. The data set exists then, so logging again links the run to it.
+    """
+    try:
+        client.log_inputs(run_id, datasets=[entity])
+    except MlflowException as exc:
+        if not _lost_insert_race(exc):
+            raise
+        client.log_inputs(run_id, datasets=[entity])
+
+
+def _lost_insert_race(exc: MlflowException) -> bool:
+    """A unique-key violation, as SQLite, PostgreSQL or MySQL words it (also through a server)."""
+    text = str(exc)
+    return any(
+        words in text
+        for words in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+    )
 
 
 def _entities(

@@ -87,6 +87,13 @@ def _tail(process: subprocess.Popen[bytes]) -> str:
     return process.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
 
 
+def _explained(out: bytes, root: Path, name: str) -> str:
+    """The search's output and the end of each trial's log: why a trial ended as it did."""
+    logs = sorted((root / "searches" / name).glob("trial-*.log"))
+    tails = [f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs]
+    return "\n".join([out.decode()[-3000:], *tails])
+
+
 def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -269,7 +276,8 @@ def test_ctrl_c_stops_the_trials_at_a_checkpoint_and_the_same_command_continues(
     assert out.decode().count(": continued next time") == 2
     study = _study(in_tmp, "stopped")
     stopped = study.get_trials()
-    assert [t.state.name for t in stopped] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    states = [t.state.name for t in stopped]
+    assert states == ["FAIL", "FAIL", "WAITING", "WAITING"], _explained(out, in_tmp, "stopped")
     client = MlflowClient(mlflow_uri)
     parent = study.user_attrs["harness.mlflow_parent_run_id"]
     assert client.get_run(parent).info.status == "KILLED"

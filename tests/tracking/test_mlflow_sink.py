@@ -346,6 +346,42 @@ def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_store: str) -> N
     assert json.loads(stream.dataset.profile) == {"num_rows": 7}
 
 
+def test_runs_logging_the_same_dataset_at_once_all_record_it(
+    start_mlflow_sink: Any, mlflow_store: str
+) -> None:
+    """The trials of a search log the same data at the same moment: MLflow looks a data set up
+    and then inserts it, so all but one of them lose that race to the table's unique key."""
+    import numpy as np
+
+    from tracking import DatasetRecord
+
+    x, y = np.ones((20, 3), np.float32), np.arange(20)
+    sinks = [start_mlflow_sink(metrics_in_subprocess=False) for _ in range(6)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(sinks))
+
+    def log(sink: MlflowSink) -> None:
+        barrier.wait()  # together, so the lookups come before the inserts
+        try:
+            sink.log_dataset(DatasetRecord("digits", "pkg.data:load", features=x, targets=y))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=log, args=(sink,)) for sink in sinks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    client = MlflowClient(mlflow_store)
+    digests = set()
+    for sink in sinks:
+        sink.close()
+        (logged,) = client.get_run(sink.run_id).inputs.dataset_inputs
+        digests.add((logged.dataset.name, logged.dataset.digest))
+    assert len(digests) == 1  # one data set, every run linked to it
+
+
 def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_store: str) -> None:
     import threading
     import time
