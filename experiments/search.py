@@ -23,6 +23,7 @@ from experiments.search_study import (
     PARENT_ATTR,
     SETTINGS_ATTR,
     TARGET_ATTR,
+    ask_lock,
     check_sampler_available,
     counted_trials,
     create_or_load,
@@ -191,7 +192,9 @@ def _supervise(
             _discard(opened, name, uri, parent)
         raise UsageError(error)
     _refresh_parent(study, uri, parent, search)
-    registered = _register_best(study, uri, search.register_as or name)
+    # Under the ask lock: supervisors ending together would each register the same best run.
+    with ask_lock(study._storage, name, journal):
+        registered = _register_best(study, uri, search.register_as or name)
     if registered:
         echo(registered)
     _close_parent(uri, parent, "FINISHED")

@@ -202,7 +202,8 @@ def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[No
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
-    engine = getattr(storage, "engine", None)
+    # A study's storage is Optuna's cache in front of the RDB storage, which holds the engine.
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return

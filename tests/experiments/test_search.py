@@ -468,25 +468,6 @@ def _study_exists(storage: str, name: str) -> bool:
     return (name,) in rows
 
 
-@pytest.fixture
-def postgres_databases() -> Any:
-    """Two fresh PostgreSQL databases on 127.0.0.1:5432: Optuna's and MLflow's (both use
-    alembic, so they cannot share one), dropped afterwards."""
-    import uuid
-
-    import psycopg
-
-    names = [f"harness_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
-    server = "postgresql://postgres@127.0.0.1:5432/test"
-    with psycopg.connect(server, autocommit=True) as connection:
-        for name in names:
-            connection.execute(f"CREATE DATABASE {name}")
-    yield [f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" for name in names]
-    with psycopg.connect(server, autocommit=True) as connection:
-        for name in names:
-            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def _wait_for_study(storage: str, name: str, search: subprocess.Popen[bytes]) -> optuna.Study:
     deadline = time.monotonic() + 120
     while not _study_exists(storage, name):  # the workers join once the study exists
@@ -527,6 +508,11 @@ def test_three_workers_on_postgresql_finish_exactly_the_study_s_trials(
     children = _children(client, "shared", parent)
     assert sorted(int(r.data.tags["harness.trial_number"]) for r in children) == list(range(30))
     assert all("secret" not in str(r.data.tags) for r in children)
+    # Each supervisor registers the best at its end, one at a time: the study's best run is
+    # registered, and no run twice.
+    versions = client.search_model_versions("name = 'shared'")
+    assert study.best_trial.user_attrs["harness.run_id"] in {v.run_id for v in versions}
+    assert len({v.run_id for v in versions}) == len(versions)
 
 
 def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_worker(
