@@ -189,6 +189,12 @@ def load_for_trial(storage: Any, name: str) -> Any:
     )
 
 
+def behind_cache(storage: Any) -> Any:
+    """The storage itself: a study's storage is Optuna's cache in front of an RDB storage,
+    which holds the engine and the heartbeat settings."""
+    return getattr(storage, "_backend", storage)
+
+
 @contextlib.contextmanager
 def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[None]:
     """Held while a supervisor counts the study's trials and asks for one, so supervisors on
@@ -202,8 +208,7 @@ def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[No
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
-    # A study's storage is Optuna's cache in front of the RDB storage, which holds the engine.
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    engine = getattr(behind_cache(storage), "engine", None)
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return

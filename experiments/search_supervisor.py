@@ -38,7 +38,13 @@ from experiments.search_recovery import (
     retry,
 )
 from experiments.search_space import apply, suggest
-from experiments.search_study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
+from experiments.search_study import (
+    ERROR_ATTR,
+    RUN_ATTR,
+    ask_lock,
+    behind_cache,
+    counted_trials,
+)
 
 
 @dataclass(frozen=True)
@@ -331,7 +337,7 @@ class Supervisor:
         import optuna
 
         storage = self.study._storage
-        backend = getattr(storage, "_backend", storage)  # under Optuna's cache, if any
+        backend = behind_cache(storage)
         if getattr(backend, "heartbeat_interval", None) is None:
             return  # the journal file: one machine, where the supervisor sees every exit
         if time.monotonic() - self._beat_at < self.search.heartbeat_s:
@@ -348,7 +354,7 @@ class Supervisor:
         """A trial without any beat is never stale to Optuna: beat as soon as it is asked, so
         one whose machine vanishes before the next beat is reaped too."""
         storage = self.study._storage
-        if getattr(getattr(storage, "_backend", storage), "heartbeat_interval", None) is not None:
+        if getattr(behind_cache(storage), "heartbeat_interval", None) is not None:
             storage.record_heartbeat(trial._trial_id)
 
     def _reaped(self, study: Any, frozen: Any) -> None:
