@@ -28,6 +28,7 @@ from typing import IO, Any
 from tracking._metric_sender import MetricPoint
 
 _READY = "ready"
+MAX_FAILED_STARTS = 3
 
 
 class MetricProcess:
@@ -57,12 +58,44 @@ class MetricProcess:
         self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
+        self._failed_starts = 0
         self._lock = threading.Lock()
+        self.batches_sent = 0
 
     def start(self) -> None:
-        """Start the child now, so its start-up is over before the first batch."""
+        """Start a child unless one runs; returns at once (`ready_now` says when it is ready).
+
+        After `MAX_FAILED_STARTS` children died before they were ready, it starts no more:
+        the caller writes in-thread instead of paying for a start that keeps failing.
+        """
         with self._lock:
-            self._ensure_started()
+            proc = self._proc
+            if proc is not None and not self._ready and proc.poll() is not None:
+                self._failed_starts += 1  # it died before it was ready
+                self._proc = None
+            if self._failed_starts < MAX_FAILED_STARTS:
+                self._ensure_started()
+
+    def ready_now(self) -> bool:
+        """Whether a child runs and has said it is ready; never waits."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return False
+            if self._ready:
+                return proc.poll() is None  # if it died, `start` makes a new one
+            assert proc.stdout is not None
+            if proc.poll() is None and not select.select([proc.stdout], [], [], 0)[0]:
+                return False  # still importing MLflow
+            # It answered, or died (EOF): a start that failed.
+            try:
+                self._ready = pickle.load(proc.stdout) == _READY
+            except (OSError, EOFError, pickle.UnpicklingError):
+                self._ready = False
+            if not self._ready:
+                self._failed_starts += 1
+                self._terminate()
+            return self._ready
 
     def send(self, points: list[MetricPoint]) -> None:
         """Log `points` to the run; raises like `MlflowClient.log_batch` would."""
@@ -77,6 +110,7 @@ class MetricProcess:
                 pickle.dump(points, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 proc.stdin.flush()
                 reply = self._receive(proc, self._reply_timeout_s, "write a batch")
+                self.batches_sent += 1
             except TimeoutError:
                 self._terminate()
                 raise  # transient: the sender retries, and the next attempt starts a new child

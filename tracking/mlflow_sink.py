@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tracking._keras_model import log_keras_model
-from tracking._metric_process import MetricProcess
 from tracking._metric_sender import MetricPoint, MetricSender
+from tracking._metric_writer import DEFAULT_CHILD_AFTER_CPU_S, MetricWriter
 from tracking._retry import call_with_retries
 from tracking.dataset import DatasetRecord
 from tracking.sink import RunStatus, Sink, check_status
 from tracking.spill import read_spill_file, spill_path, write_spill_file
 
 try:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 except ImportError as exc:  # pragma: no cover - mlflow is a declared dependency
@@ -60,14 +60,17 @@ class MlflowSink(Sink):
         retry_backoff_s: float = 0.5,
         send_interval_s: float = 1.0,
         metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
         writer_timeout_s: float = 120.0,
     ) -> None:
         """Attach to the existing run `run_id` (e.g. to resume it).
 
         With `metrics_in_subprocess` (the default), metric batches are written by a child
-        process, so MLflow's per-point Python work never competes with training for the GIL;
-        a child that takes longer than `writer_timeout_s` for one batch (a locked store, a
-        server that never answers) is killed and the batch retried.
+        process once MLflow's work on them has cost `subprocess_after_cpu_s` of CPU in the
+        sender thread (0: from the start), so at every-step logging MLflow's per-point Python
+        work does not compete with training for the GIL, and a short run does not pay ~2 CPU-s
+        to start the child; a child that takes longer than `writer_timeout_s` for one batch
+        (a locked store, a server that never answers) is killed and the batch retried.
         """
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
@@ -90,15 +93,15 @@ class MlflowSink(Sink):
         self._held_params: set[str] = set()  # the params it held
         self._latest: dict[str, MetricPoint] = {}  # each metric's last point, to link models
         self._system_monitor: Any = None
-        self._metric_process = (
-            MetricProcess(str(client.tracking_uri), run_id, reply_timeout_s=writer_timeout_s)
-            if metrics_in_subprocess
-            else None
+        self._writer = MetricWriter(
+            client,
+            run_id,
+            in_subprocess=metrics_in_subprocess,
+            child_after_cpu_s=subprocess_after_cpu_s,
+            reply_timeout_s=writer_timeout_s,
         )
-        if self._metric_process is not None:
-            self._metric_process.start()  # its MLflow import overlaps the model's set-up
         self._sender = MetricSender(
-            self._send_metrics,
+            self._writer.send,
             interval_s=send_interval_s,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
@@ -117,6 +120,7 @@ class MlflowSink(Sink):
         max_retries: int = 5,
         retry_backoff_s: float = 0.5,
         metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
     ) -> MlflowSink:
         """Create a run in `experiment` (created if missing) and return a sink for it.
 
@@ -142,6 +146,7 @@ class MlflowSink(Sink):
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
             metrics_in_subprocess=metrics_in_subprocess,
+            subprocess_after_cpu_s=subprocess_after_cpu_s,
         )
         sink._experiment_id = experiment_id
         return sink
@@ -155,6 +160,7 @@ class MlflowSink(Sink):
         max_retries: int = 5,
         retry_backoff_s: float = 0.5,
         metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
     ) -> MlflowSink:
         """Continue the existing run `run_id`: RUNNING again, and each metric step logged once.
 
@@ -179,6 +185,7 @@ class MlflowSink(Sink):
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
             metrics_in_subprocess=metrics_in_subprocess,
+            subprocess_after_cpu_s=subprocess_after_cpu_s,
         )
         sink._experiment_id = str(run.info.experiment_id)
         sink._logged = logged
@@ -350,8 +357,7 @@ class MlflowSink(Sink):
             if self._system_monitor is not None:
                 _finish_system_metrics(self._system_monitor, run_id=self._run_id)
             unsent, problems = self._sender.stop()
-            if self._metric_process is not None:
-                self._metric_process.close()
+            self._writer.close()
             _warn_all(problems, run_id=self._run_id)
             # A backend that just failed every retry is probably down: try the rest once each,
             # so closing against a dead server does not take several full retry cycles.
@@ -376,13 +382,6 @@ class MlflowSink(Sink):
                 f"status={status!r})`.",
                 stacklevel=2,
             )
-
-    def _send_metrics(self, points: list[MetricPoint]) -> None:
-        if self._metric_process is not None:
-            self._metric_process.send(points)
-            return
-        metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in points]
-        self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
 
     def _log_batch_in_chunks(self, entities: list[Any], kind: str) -> None:
         for start in range(0, len(entities), _MAX_PARAMS_TAGS_PER_BATCH):

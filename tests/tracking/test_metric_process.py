@@ -1,23 +1,93 @@
-"""Metric batches written by a child process: nothing lost when that process dies."""
+"""Metric batches written in the sender thread, then by a child process once worth it: nothing
+lost when that process dies."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tracking._metric_process import MetricProcess
+from tracking._metric_process import MAX_FAILED_STARTS, MetricProcess
 from tracking._retry import is_permanent
 
 
+def _ready(process: MetricProcess, timeout_s: float = 60) -> MetricProcess:
+    deadline = time.monotonic() + timeout_s
+    while not process.ready_now():
+        assert time.monotonic() < deadline, "the writer process never said it was ready"
+        time.sleep(0.05)
+    return process
+
+
+def test_a_short_run_writes_in_thread_and_starts_no_process(
+    start_mlflow_sink: Any, mlflow_store: str
+) -> None:
+    sink = start_mlflow_sink()
+    for step in range(50):
+        sink.log_metrics({"a": float(step), "b": 1.0}, step=step)
+    sink.flush()
+    assert sink._writer.process._proc is None  # well under the CPU it takes to start one
+    sink.close()
+    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    assert [(m.step, m.value) for m in history] == [(s, float(s)) for s in range(50)]
+
+
+def test_a_run_past_the_cpu_budget_hands_its_batches_to_the_process(
+    start_mlflow_sink: Any, mlflow_store: str
+) -> None:
+    sink = start_mlflow_sink(subprocess_after_cpu_s=0.001)
+    process = sink._writer.process
+    step = 0
+    while process._proc is None:  # the in-thread batches use up the budget
+        sink.log_metrics({"a": float(step)}, step=step)
+        sink.flush()
+        step += 1
+        assert step < 1000, "the writer process was never started"
+    _ready(process)
+    for _ in range(3):
+        sink.log_metrics({"a": float(step)}, step=step)
+        sink.flush()
+        step += 1
+    assert process.batches_sent >= 3
+    assert (
+        os.getpriority(os.PRIO_PROCESS, process._proc.pid)
+        >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    )  # training comes first
+    sink.close()
+    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    assert [(m.step, m.value) for m in history] == [(s, float(s)) for s in range(step)]
+
+
+def test_a_process_that_never_gets_ready_is_given_up_and_nothing_lost(
+    start_mlflow_sink: Any, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # every child dies at once
+    sink = start_mlflow_sink(subprocess_after_cpu_s=0)
+    process = sink._writer.process
+    for step in range(MAX_FAILED_STARTS + 3):
+        sink.log_metrics({"a": float(step)}, step=step)
+        sink.flush()
+        deadline = time.monotonic() + 10
+        while process._proc is not None and process._proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert process._failed_starts == MAX_FAILED_STARTS
+    sink.close()
+    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    assert [m.step for m in history] == list(range(MAX_FAILED_STARTS + 3))
+
+
 def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_store: str):
-    sink = start_mlflow_sink(retry_backoff_s=0.05)
+    sink = start_mlflow_sink(retry_backoff_s=0.05, subprocess_after_cpu_s=0)
     sink.log_metrics({"a": 1.0}, step=1)
     sink.flush()
-    writer = sink._metric_process._proc
+    writer = _ready(sink._writer.process)._proc
     writer.kill()
     writer.wait()
     sink.log_metrics({"a": 2.0, "b": 3.0}, step=2)
@@ -29,18 +99,7 @@ def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_
         (2, 2.0),
     ]
     assert [m.value for m in client.get_metric_history(sink.run_id, "b")] == [3.0]
-    assert sink._metric_process._proc is None  # the replacement child was stopped at close
-
-
-def test_the_writer_process_runs_at_low_priority(start_mlflow_sink: Any) -> None:
-    import os
-
-    sink = start_mlflow_sink()
-    sink.log_metrics({"a": 1.0}, step=1)
-    sink.flush()
-    pid = sink._metric_process._proc.pid
-    assert os.getpriority(os.PRIO_PROCESS, pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
-    sink.close()
+    assert sink._writer.process._proc is None  # the replacement child was stopped at close
 
 
 @pytest.mark.timeout(120)
