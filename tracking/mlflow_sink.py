@@ -82,6 +82,11 @@ class MlflowSink(Sink):
             raise ValueError(
                 f"`send_interval_s` must be > 0. Received: send_interval_s={send_interval_s}"
             )
+        if subprocess_after_cpu_s < 0:
+            raise ValueError(
+                "`subprocess_after_cpu_s` must be >= 0. "
+                f"Received: subprocess_after_cpu_s={subprocess_after_cpu_s}"
+            )
         self._client = client
         self._run_id = run_id
         self._experiment_id: str | None = None

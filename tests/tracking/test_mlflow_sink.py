@@ -252,6 +252,7 @@ def test_unreachable_server_spills_every_metric(
         ({"max_retries": -1}, "`max_retries` must be >= 0. Received: max_retries=-1"),
         ({"retry_backoff_s": -0.5}, "`retry_backoff_s` must be >= 0"),
         ({"send_interval_s": 0}, "`send_interval_s` must be > 0"),
+        ({"subprocess_after_cpu_s": -1}, "`subprocess_after_cpu_s` must be >= 0"),
     ],
 )
 def test_invalid_constructor_arguments(mlflow_store: str, kwargs: Any, message: str) -> None:
