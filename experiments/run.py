@@ -26,7 +26,7 @@ from experiments.export import log_models
 from experiments.prepare import Prepared, prepare
 from experiments.resume import ResumePoint
 from experiments.signals import signals_deferred
-from experiments.tracking_setup import resolve_tracking_uri, run_tags
+from experiments.tracking_setup import expected_metric_points, resolve_tracking_uri, run_tags
 from experiments.ui_links import VIEW_KEY, run_url, runs_view_url, ui_address
 from experiments.urls import redact_all
 from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
@@ -79,8 +79,11 @@ def run_experiment(
         seeded = random.getstate()
         random.seed()
         try:
+            points = expected_metric_points(config, prepared.data.train)
             if resume is not None:
-                mlflow_sink = MlflowSink.resume(uri, resume.run_id, max_retries=2)
+                mlflow_sink = MlflowSink.resume(
+                    uri, resume.run_id, max_retries=2, expected_metric_points=points
+                )
             else:
                 mlflow_sink = MlflowSink.start(
                     uri,
@@ -88,6 +91,7 @@ def run_experiment(
                     run_name=config.tracking.run_name,
                     tags=tags,
                     max_retries=2,  # on top of MLflow's own HTTP retries: fail in seconds
+                    expected_metric_points=points,
                 )
         finally:
             random.setstate(seeded)

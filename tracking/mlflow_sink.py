@@ -61,6 +61,7 @@ class MlflowSink(Sink):
         send_interval_s: float = 1.0,
         metrics_in_subprocess: bool = True,
         subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
         writer_timeout_s: float = 120.0,
     ) -> None:
         """Attach to the existing run `run_id` (e.g. to resume it).
@@ -69,8 +70,10 @@ class MlflowSink(Sink):
         process once MLflow's work on them has cost `subprocess_after_cpu_s` of CPU in the
         sender thread (0: from the start), so at every-step logging MLflow's per-point Python
         work does not compete with training for the GIL, and a short run does not pay ~2 CPU-s
-        to start the child; a child that takes longer than `writer_timeout_s` for one batch
-        (a locked store, a server that never answers) is killed and the batch retried.
+        to start the child; `expected_metric_points`, when the caller knows about how many
+        points the run will log, starts the child at once if they would cost more than that.
+        A child that takes longer than `writer_timeout_s` for one batch (a locked store, a
+        server that never answers) is killed and the batch retried.
         """
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
@@ -103,6 +106,7 @@ class MlflowSink(Sink):
             run_id,
             in_subprocess=metrics_in_subprocess,
             child_after_cpu_s=subprocess_after_cpu_s,
+            expected_points=expected_metric_points,
             reply_timeout_s=writer_timeout_s,
         )
         self._sender = MetricSender(
@@ -126,6 +130,7 @@ class MlflowSink(Sink):
         retry_backoff_s: float = 0.5,
         metrics_in_subprocess: bool = True,
         subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
     ) -> MlflowSink:
         """Create a run in `experiment` (created if missing) and return a sink for it.
 
@@ -152,6 +157,7 @@ class MlflowSink(Sink):
             retry_backoff_s=retry_backoff_s,
             metrics_in_subprocess=metrics_in_subprocess,
             subprocess_after_cpu_s=subprocess_after_cpu_s,
+            expected_metric_points=expected_metric_points,
         )
         sink._experiment_id = experiment_id
         return sink
@@ -166,6 +172,7 @@ class MlflowSink(Sink):
         retry_backoff_s: float = 0.5,
         metrics_in_subprocess: bool = True,
         subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
     ) -> MlflowSink:
         """Continue the existing run `run_id`: RUNNING again, and each metric step logged once.
 
@@ -191,6 +198,7 @@ class MlflowSink(Sink):
             retry_backoff_s=retry_backoff_s,
             metrics_in_subprocess=metrics_in_subprocess,
             subprocess_after_cpu_s=subprocess_after_cpu_s,
+            expected_metric_points=expected_metric_points,
         )
         sink._experiment_id = str(run.info.experiment_id)
         sink._logged = logged

@@ -29,6 +29,13 @@ def write_config(
     directory: Path, changes: dict[str, Any] | None = None, name: str = "tiny.yaml"
 ) -> Path:
     """Write TINY with `changes` ({"trainer.epochs": 3} style dotted keys) applied."""
+    path = directory / name
+    path.write_text(yaml.safe_dump(tiny_with(changes), sort_keys=False))
+    return path
+
+
+def tiny_with(changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of TINY with `changes` ({"trainer.epochs": 3} style dotted keys) applied."""
     config = copy.deepcopy(TINY)
     for dotted, value in (changes or {}).items():
         node = config
@@ -36,6 +43,4 @@ def write_config(
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    path = directory / name
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return config

@@ -120,3 +120,12 @@ def test_a_writer_that_never_hears_back_is_killed_and_the_batch_retried(
     assert is_permanent(TimeoutError()) is False  # so MetricSender retries it in a new child
     writer.close()
     silent.close()
+
+
+@pytest.mark.parametrize(("points", "started"), [(100, False), (100_000, True)])
+def test_a_run_that_will_log_a_lot_starts_the_process_at_once(
+    start_mlflow_sink: Any, points: int, started: bool
+) -> None:
+    sink = start_mlflow_sink(expected_metric_points=points)
+    assert (sink._writer.process._proc is not None) is started  # before any batch
+    sink.close()
