@@ -72,6 +72,7 @@ def run_experiment(
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
     tags["mlflow.note.content"] = run_record.description(config, command=command)
     tags.update(extra_tags)
+    points = expected_metric_points(config, prepared.data.train)  # writer process at once?
     try:
         # MLflow draws random run names from Python's `random`: with the seeded state every
         # run of a config would get the same name, and creating the run would shift the seeded
@@ -79,7 +80,6 @@ def run_experiment(
         seeded = random.getstate()
         random.seed()
         try:
-            points = expected_metric_points(config, prepared.data.train)
             if resume is not None:
                 mlflow_sink = MlflowSink.resume(
                     uri, resume.run_id, max_retries=2, expected_metric_points=points

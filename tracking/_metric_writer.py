@@ -36,8 +36,9 @@ class MetricWriter:
         client, run_id: the run.
         in_subprocess: whether to hand the batches to a child process once worth it; False
             writes every batch in-thread.
-        child_after_cpu_s: the in-thread CPU time after which the child takes over; 0 starts
-            it at once (its import then overlaps the first step's tracing).
+        child_after_cpu_s: the in-thread CPU time after which the child takes over (>= 0,
+            checked by `MlflowSink`); 0 starts it at once (its import then overlaps the first
+            step's tracing).
         expected_points: about how many points the run will log, if known: when writing
             them would cost more than `child_after_cpu_s`, the child starts at once.
         reply_timeout_s: how long the child may take for one batch before it is killed.
@@ -53,10 +54,6 @@ class MetricWriter:
         expected_points: int | None = None,
         reply_timeout_s: float = 120.0,
     ) -> None:
-        if child_after_cpu_s < 0:
-            raise ValueError(
-                f"`child_after_cpu_s` must be >= 0. Received: child_after_cpu_s={child_after_cpu_s}"
-            )
         self._client = client
         self._run_id = run_id
         self._child_after_cpu_s = child_after_cpu_s
