@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from experiments.datasets import load_digits, load_digits_images  # noqa: E402
-from experiments.models import build_cnn, build_mlp  # noqa: E402
+from experiments.zoo.datasets import load_digits, load_digits_images  # noqa: E402
+from experiments.zoo.models import build_cnn, build_mlp  # noqa: E402
 from harness import TrainingLoop  # noqa: E402
 from harness.checkpoints import CheckpointStore  # noqa: E402
 from harness.data import prepare_data  # noqa: E402

@@ -30,11 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.datasets import load_digits_images  # noqa: E402
-from experiments.models import build_cnn  # noqa: E402
+from experiments.zoo.datasets import load_digits_images  # noqa: E402
+from experiments.zoo.models import build_cnn  # noqa: E402
 from harness import train  # noqa: E402
 from harness.data import prepare_data  # noqa: E402
-from harness.gradients import GradientPipeline  # noqa: E402
+from harness.step.gradients import GradientPipeline  # noqa: E402
 
 VARIANTS = {
     "bare": ({"measure": False}, 1),

@@ -29,14 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.datasets import load_digits, load_digits_images  # noqa: E402
-from experiments.models import build_cnn, build_mlp  # noqa: E402
+from experiments.zoo.datasets import load_digits, load_digits_images  # noqa: E402
+from experiments.zoo.models import build_cnn, build_mlp  # noqa: E402
 from harness import train  # noqa: E402
 from harness.callbacks import MetricsLogger  # noqa: E402
 from harness.data import TrainingData, prepare_data  # noqa: E402
-from harness.ema import WeightAverage  # noqa: E402
-from harness.gradients import GradientPipeline  # noqa: E402
 from harness.schedules import build_schedule  # noqa: E402
+from harness.step.ema import WeightAverage  # noqa: E402
+from harness.step.gradients import GradientPipeline  # noqa: E402
 from tracking import FanOutSink, MlflowSink, TensorBoardSink  # noqa: E402
 
 VARIANTS = ["plain_fit", "fit_untracked", "custom_untracked", "fit_tracked", "custom_tracked"]

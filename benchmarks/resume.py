@@ -26,11 +26,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-import experiments.run  # noqa: E402
-from experiments.config_loader import load_config  # noqa: E402
-from experiments.export import log_models  # noqa: E402
-from experiments.resume import find_resume_point  # noqa: E402
-from experiments.run import run_experiment  # noqa: E402
+import experiments.run.run  # noqa: E402
+from experiments.config.loader import load_config  # noqa: E402
+from experiments.run.export import log_models  # noqa: E402
+from experiments.run.resume import find_resume_point  # noqa: E402
+from experiments.run.run import run_experiment  # noqa: E402
 
 FIRST_STEP: list[float] = []  # when the current run's first batch ended
 
@@ -105,7 +105,7 @@ def main() -> None:
                 log_models(*arguments)
                 spent.append(time.perf_counter() - began)  # noqa: B023
 
-            with mock.patch.object(experiments.run, "log_models", timed):
+            with mock.patch.object(experiments.run.run, "log_models", timed):
                 run_experiment(monitored, tracking_uri=uri)
             logging_models.append(spent[0])
 

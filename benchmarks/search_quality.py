@@ -82,9 +82,9 @@ def _hyperband(root: Path, budget_s: float, seed: int) -> dict[str, float]:
     import keras
     import keras_tuner as kt
 
-    from experiments.config import ExperimentConfig
-    from experiments.prepare import prepare
-    from experiments.search_space import apply
+    from experiments.config.schema import ExperimentConfig
+    from experiments.run.prepare import prepare
+    from experiments.search.space import apply
 
     deadline = time.monotonic() + budget_s
     epochs = [0]

@@ -23,10 +23,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from experiments.datasets import load_digits  # noqa: E402
-from experiments.models import build_mlp  # noqa: E402
+from experiments.zoo.datasets import load_digits  # noqa: E402
+from experiments.zoo.models import build_mlp  # noqa: E402
 from harness import compiled  # noqa: E402
-from harness.engines import get_engine  # noqa: E402
+from harness.step.engines import get_engine  # noqa: E402
 
 
 def _train_call(engine: str, batch_values: bool):

@@ -15,8 +15,8 @@ import typer
 from experiments.errors import TrainingFailed, UsageError
 
 if TYPE_CHECKING:
-    from experiments.config import ExperimentConfig
-    from experiments.run import RunResult
+    from experiments.config.schema import ExperimentConfig
+    from experiments.run.run import RunResult
 
 # TensorFlow's C++ log lines (start-up chatter, and `E0000 ... NodeDef mentions attribute`
 # when a tf.data graph is rewritten) would bury our one-line messages: hidden by default;
@@ -70,7 +70,7 @@ def run(
     ] = None,
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
-    from experiments.config_loader import load_config
+    from experiments.config.loader import load_config
 
     loaded = load_config(config, overrides or [])
     flags = (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
@@ -81,7 +81,7 @@ def run(
         _resume(resume, [], tracking_uri, verbose=verbose, config=loaded)
         return
     _import_tensorflow_quietly(verbose=verbose)
-    from experiments.run import run_experiment
+    from experiments.run.run import run_experiment
 
     result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config, command=command)
     _report(result)
@@ -111,13 +111,13 @@ def _resume(
     verbose: bool,
     config: ExperimentConfig | None = None,
 ) -> None:
-    from experiments.resume import find_resume_point
-    from experiments.tracking_setup import resolve_tracking_uri
+    from experiments.run.resume import find_resume_point
+    from experiments.run.tracking_setup import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
     loaded, point = find_resume_point(run_id, uri, overrides, config)
     _import_tensorflow_quietly(verbose=verbose)
-    from experiments.run import run_experiment
+    from experiments.run.run import run_experiment
 
     typer.echo(
         f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
@@ -152,8 +152,8 @@ def ui(
     ] = False,
 ) -> None:
     """Serve the MLflow UI on the same store `harness run` writes to; print the runs view."""
-    from experiments.tracking_setup import resolve_tracking_uri
-    from experiments.ui_server import serve_ui
+    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.ui.server import serve_ui
 
     uri = resolve_tracking_uri(tracking_uri, None)
     serve_ui(uri, host=host, port=port, workers=workers, open_browser=open_browser)
@@ -186,8 +186,8 @@ def search(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Run an Optuna search over CONFIG's search: space, one trial process per slot."""
-    from experiments.config_loader import load_config
-    from experiments.search import run_search
+    from experiments.config.loader import load_config
+    from experiments.search.start import run_search
 
     loaded = load_config(config, overrides or [])
     result = run_search(
@@ -219,7 +219,7 @@ def worker(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Join a running search from another machine: run its trials on this machine's slots."""
-    from experiments.search import run_worker
+    from experiments.search.start import run_worker
 
     result = run_worker(
         study_name=study,
@@ -244,8 +244,8 @@ def runs(
     ] = None,
 ) -> None:
     """A table of recent runs with their main params and final metrics."""
-    from experiments.runs_table import print_columns, print_table, runs_frame, study_frame
-    from experiments.tracking_setup import resolve_tracking_uri
+    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.ui.runs_table import print_columns, print_table, runs_frame, study_frame
 
     uri = resolve_tracking_uri(tracking_uri, None)
     if study is not None:

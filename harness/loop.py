@@ -19,12 +19,12 @@ import numpy as np
 
 from harness import keras_internals
 from harness.checkpoints import Checkpointing
-from harness.compiled import TestFunction, TrainFunction, compiled_functions
 from harness.data import EpochIterator, TrainingData
-from harness.ema import WeightAverage
-from harness.engines import Engine, EngineName, get_engine
-from harness.gradients import GradientPipeline, NonFiniteGradients
 from harness.state import CallbackStates, RandomState, StateRegistry, VariablesState
+from harness.step.compiled import TestFunction, TrainFunction, compiled_functions
+from harness.step.ema import WeightAverage
+from harness.step.engines import Engine, EngineName, get_engine
+from harness.step.gradients import GradientPipeline, NonFiniteGradients
 from harness.step_events import STEP_EVENTS_PARAM, StepEventDispatcher
 from harness.stopping import StopSignal, TrainingInterrupted
 

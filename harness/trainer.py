@@ -10,10 +10,10 @@ import keras
 
 from harness.checkpoints import Checkpointing
 from harness.data import TrainingData
-from harness.ema import WeightAverage
-from harness.engines import Engine, EngineName
-from harness.gradients import GradientPipeline
 from harness.loop import TrainingLoop
+from harness.step.ema import WeightAverage
+from harness.step.engines import Engine, EngineName
+from harness.step.gradients import GradientPipeline
 from harness.stopping import StopSignal
 
 

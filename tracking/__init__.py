@@ -23,8 +23,8 @@ from tracking.memory import InMemorySink
 from tracking.sink import RunStatus, Sink
 
 if TYPE_CHECKING:
-    from tracking.mlflow_sink import MlflowSink
-    from tracking.tensorboard_sink import TensorBoardSink
+    from tracking.mlflow.sink import MlflowSink
+    from tracking.tensorboard import TensorBoardSink
 
 __all__ = [
     "DatasetRecord",
@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 _LAZY_MODULES = {
-    "MlflowSink": "tracking.mlflow_sink",
-    "TensorBoardSink": "tracking.tensorboard_sink",
+    "MlflowSink": "tracking.mlflow.sink",
+    "TensorBoardSink": "tracking.tensorboard",
 }
 
 

@@ -21,7 +21,7 @@ class DatasetRecord:
         num_examples: the number of examples when known without the arrays.
 
     Example:
-        >>> DatasetRecord("digits", "experiments.datasets:load_digits", features=x, targets=y)
+        >>> DatasetRecord("digits", "experiments.zoo.datasets:load_digits", features=x, targets=y)
     """
 
     name: str

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import keras
 
-from harness.ema import WeightAverage
+from harness.step.ema import WeightAverage
 
 
 class ArtifactSink(Protocol):

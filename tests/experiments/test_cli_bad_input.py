@@ -119,9 +119,9 @@ CASES = [
     ),
     (
         "import-attr",
-        {"model.name": "experiments.models:build_mpl"},
+        {"model.name": "experiments.zoo.models:build_mpl"},
         [],
-        ["has no attribute 'build_mpl'", "Did you mean 'experiments.models:build_mlp'?"],
+        ["has no attribute 'build_mpl'", "Did you mean 'experiments.zoo.models:build_mlp'?"],
     ),
     (
         "callback-path",
@@ -388,7 +388,7 @@ def test_installed_console_script_exits_2_without_traceback(tmp_path: Path) -> N
 
 
 def test_override_reaches_into_a_list_item(in_tmp: Path) -> None:
-    from experiments.config_loader import load_config
+    from experiments.config.loader import load_config
 
     config = write_config(
         in_tmp,
@@ -418,7 +418,7 @@ def test_numbers_read_as_users_mean_them_in_files_and_overrides(
     text: str, value: float, in_tmp: Path
 ) -> None:
     """YAML 1.2: PyYAML alone reads `1e-4` as a string and `010` as octal 8."""
-    from experiments.config_loader import load_config
+    from experiments.config.loader import load_config
 
     config = write_config(in_tmp)
     with_decay = f"  learning_rate: 0.01\n  params: {{weight_decay: {text}}}"

@@ -81,7 +81,7 @@ def logits_crossentropy(y_true, y_pred):  # noqa: ANN001 - Keras's API
 
 def poisoned_digits(limit: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Digits with a NaN sample weight at example 100: batch 3 of 32 (update 4) is NaN."""
-    from experiments.datasets import load_digits
+    from experiments.zoo.datasets import load_digits
 
     x, y = load_digits(limit)
     weight = np.ones(len(x), dtype="float32")

@@ -11,7 +11,7 @@ from harness.data import TrainingData, prepare_data
 
 
 def digits(limit: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    from experiments.datasets import load_digits
+    from experiments.zoo.datasets import load_digits
 
     return load_digits(limit)
 

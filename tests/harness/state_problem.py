@@ -46,7 +46,7 @@ def build_loop(
     checkpointing: Any = None,
 ) -> TrainingLoop:
     """Dropout (a seed generator), shuffled arrays, EarlyStopping: all state that matters."""
-    from harness.gradients import GradientPipeline
+    from harness.step.gradients import GradientPipeline
 
     model = make_model(dropout=0.3, steps_per_execution=1)
     stopper = StopAt()

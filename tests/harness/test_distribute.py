@@ -15,9 +15,9 @@ import tensorflow as tf
 from harness import prepare_data, train
 from harness.callbacks import MetricsLogger
 from harness.devices import mirrored_strategy
-from harness.ema import WeightAverage
-from harness.gradients import GradientPipeline
 from harness.precision import dtype_policy
+from harness.step.ema import WeightAverage
+from harness.step.gradients import GradientPipeline
 from tests.harness.problems import digits, weights
 from tracking import InMemorySink
 

@@ -18,7 +18,7 @@ from harness.finetune import (
     layer_multipliers,
     parameter_counts,
 )
-from harness.gradients import GradientPipeline
+from harness.step.gradients import GradientPipeline
 from harness.weight_decay import exclude_from_weight_decay, undecayed_variables, weight_path
 from tests.harness.problems import digits
 

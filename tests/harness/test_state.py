@@ -15,8 +15,7 @@ import pytest
 from harness import TrainingInterrupted
 from tests.harness.problems import weights
 from tests.harness.state_problem import EPOCHS, build_loop
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
 
 
 @pytest.fixture(scope="module", autouse=True)

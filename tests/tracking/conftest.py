@@ -30,7 +30,7 @@ def start_mlflow_sink(
     mlflow_store: str, experiment_name: str, tmp_path: Path
 ) -> Callable[..., object]:
     """Start an `MlflowSink` run in the test's own experiment, artifacts under `tmp_path`."""
-    from tracking.mlflow_sink import MlflowSink
+    from tracking.mlflow.sink import MlflowSink
 
     def start(**kwargs: object) -> MlflowSink:
         return MlflowSink.start(

@@ -25,8 +25,8 @@ def test_import_tracking_loads_no_backend() -> None:
 
 
 def test_backend_sinks_import_on_first_use() -> None:
-    from tracking.mlflow_sink import MlflowSink
-    from tracking.tensorboard_sink import TensorBoardSink
+    from tracking.mlflow.sink import MlflowSink
+    from tracking.tensorboard import TensorBoardSink
 
     assert tracking.MlflowSink is MlflowSink
     assert tracking.TensorBoardSink is TensorBoardSink
@@ -34,7 +34,7 @@ def test_backend_sinks_import_on_first_use() -> None:
 
 
 def test_tracking_imports_nothing_from_harness_or_experiments() -> None:
-    for path in Path(tracking.__file__).parent.glob("*.py"):
+    for path in Path(tracking.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

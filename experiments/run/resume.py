@@ -1,0 +1,163 @@
+"""`harness resume RUN_ID`: find a run's config and latest intact checkpoint, refuse what
+cannot continue it, and say which settings changed. Everything here runs before training."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.config.loader import load_config
+from experiments.config.schema import ExperimentConfig, flatten
+from experiments.errors import UsageError
+from experiments.run.checkpoints import TAG, open_store
+
+# What a resumed run may change: how long it trains, how it shows progress, where it tracks.
+SAFE_TO_CHANGE = (
+    "trainer.epochs",
+    "trainer.progress",
+    "tracking.uri",
+    "tracking.tensorboard_dir",
+    "tracking.system_metrics_every_s",
+    "tracking.system_metrics_scope",
+)
+CONFIG_ARTIFACT = "config.yaml"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues from."""
+
+    run_id: str
+    directory: Path  # the run's checkpoint directory
+    step: int
+    epoch: int
+    batch: int
+    state: dict[str, Any]
+    changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def find_resume_point(
+    run_id: str,
+    tracking_uri: str,
+    overrides: list[str],
+    config: ExperimentConfig | None = None,
+) -> tuple[ExperimentConfig, ResumePoint]:
+    """The run's config with `overrides` (or `config`, from `harness run CONFIG --resume`,
+    checked against the run's), and its latest intact checkpoint.
+
+    Raises:
+        UsageError: no such run, no config or checkpoint recorded, checkpoint files missing
+            or all damaged, or overrides that change what a resume cannot.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UsageError(
+            f"harness resume: there is no run '{run_id}' at '{tracking_uri}'. Pass the run id "
+            "`harness run` printed (or see harness runs), with the --tracking-uri it used"
+        ) from None
+    directory = run.data.tags.get(TAG)
+    if not directory:
+        raise UsageError(
+            f"harness resume: run '{run_id}' has no checkpoint: it recorded no checkpoint "
+            f"directory (tag {TAG}), so it stopped before training began or was not started "
+            "by harness run. Start it again with harness run"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise UsageError(
+                f"harness resume: run '{run_id}' has no {CONFIG_ARTIFACT} artifact to resume "
+                "its config from"
+            ) from None
+        original = load_config(local)
+        if config is None:
+            config = load_config(local, overrides)
+    changed = _changes(original, config)
+    refused = sorted(key for key in changed if key not in SAFE_TO_CHANGE)
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]} -> {changed[k][1]})" for k in refused)
+        raise UsageError(
+            f"harness resume: run '{run_id}' cannot continue with other settings: {shown}. "
+            f"Only {', '.join(SAFE_TO_CHANGE)} may change on resume; start a new run with "
+            "harness run for the rest"
+        )
+    local = Path(directory)
+    if not local.is_dir():
+        local = _from_mirror(client, run_id, local, config)
+    return config, _latest_checkpoint(run_id, local, config, changed)
+
+
+def _from_mirror(client: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:
+    """Where the run's mirrored checkpoint (`checkpoint.mirror_to_mlflow`) is put, downloaded
+    from its artifacts, when the directory it was written to is not on this machine."""
+    import json
+    import shutil
+
+    from mlflow.exceptions import MlflowException
+
+    from experiments.run.checkpoints import MIRROR, checkpoint_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            mirrored = Path(client.download_artifacts(run_id, MIRROR, tmp))
+            sequence = int(json.loads((mirrored / "manifest.json").read_text())["sequence"])
+        except (MlflowException, OSError, ValueError, KeyError):
+            return directory  # nothing mirrored: reported as missing below
+        for target in (directory, checkpoint_dir(config, run_id).resolve()):
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue  # the other machine's path: use this machine's default instead
+            shutil.move(str(mirrored), target / f"ckpt-{sequence:06d}")
+            return target
+    return directory
+
+
+def _latest_checkpoint(
+    run_id: str, directory: Path, config: ExperimentConfig, changed: dict[str, Any]
+) -> ResumePoint:
+    from harness.checkpoints import DamagedCheckpoint
+
+    if not directory.is_dir():
+        raise UsageError(
+            f"harness resume: the checkpoints of run '{run_id}' are missing: '{directory}' "
+            "does not exist and none was mirrored to MLflow. Restore that directory, run on "
+            "the machine that holds it, or set checkpoint.mirror_to_mlflow=true next time"
+        )
+    store = open_store(config, directory)
+    try:
+        loaded = store.load_latest()
+    except DamagedCheckpoint as error:
+        raise UsageError(f"harness resume: run '{run_id}': {error}") from None
+    if loaded is None:
+        raise UsageError(
+            f"harness resume: run '{run_id}' has no checkpoint in '{directory}' (it stopped "
+            "before its first save): start it again with harness run"
+        )
+    info, state = loaded
+    owner = info.metadata.get("run_id")
+    if owner != run_id:
+        raise UsageError(
+            f"harness resume: the checkpoints in '{directory}' belong to run '{owner}', not "
+            f"'{run_id}'"
+        )
+    return ResumePoint(run_id, directory, info.step, info.epoch, info.batch, state, changed)
+
+
+def _changes(
+    before: ExperimentConfig, after: ExperimentConfig
+) -> dict[str, tuple[str | None, str | None]]:
+    old, new = flatten(before), flatten(after)
+    return {
+        key: (old.get(key), new.get(key))
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    }

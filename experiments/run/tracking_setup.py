@@ -1,0 +1,104 @@
+"""Where a run is tracked: the MLflow URI, the run's tags, and its sinks."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from experiments.config.urls import postgres_driver_problem
+from experiments.errors import UsageError
+
+if TYPE_CHECKING:
+    from experiments.config.schema import ExperimentConfig
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
+    """`--tracking-uri`, else `tracking.uri`, else `MLFLOW_TRACKING_URI`, else the local default.
+
+    Raises:
+        UsageError: the URI's scheme is not one MLflow can store runs in.
+    """
+    uri = cli_uri or config_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in _SCHEMES:
+        raise UsageError(
+            f"tracking URI '{uri}' has an unsupported scheme '{scheme}'. Use one of "
+            f"{', '.join(s + '://' for s in _SCHEMES)}, e.g. {DEFAULT_TRACKING_URI} or "
+            "http://127.0.0.1:5000"
+        )
+    problem = postgres_driver_problem(uri, "tracking URI")
+    if problem is not None:
+        raise UsageError(problem)
+    if scheme == "http" or scheme == "https":
+        if not urlparse(uri).hostname:
+            raise UsageError(f"tracking URI '{uri}' has no host; write it like http://HOST:PORT")
+    return uri
+
+
+def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
+    """Tags every run carries, namespaced `harness.*` beside MLflow's own `mlflow.*`.
+
+    Engine, versions, devices, host, the user, the source config and its git commit.
+    """
+    import keras
+    import tensorflow as tf
+
+    tags = {
+        "harness.engine": engine,
+        "harness.tensorflow_version": tf.__version__,
+        "harness.keras_version": keras.__version__,
+        "harness.python_version": platform.python_version(),
+        "harness.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
+        "harness.host": socket.gethostname(),
+        "mlflow.user": _user(),
+        "mlflow.source.type": "LOCAL",
+    }
+    if config_path:
+        tags["mlflow.source.name"] = str(config_path)
+        tags["harness.config_path"] = str(config_path)
+    commit = _git_commit(Path(config_path).parent if config_path else Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def expected_metric_points(config: ExperimentConfig, train: Any) -> int | None:
+    """About how many per-step metric points the run will log; None when its data has no
+    length. The MLflow sink starts its writer process at once when that is a lot, so a long
+    run at every-step logging pays that process's start-up during its set-up, not training."""
+    steps = config.trainer.steps_per_epoch or getattr(train, "num_batches", None)
+    if not steps:
+        return None
+    logged_steps = config.trainer.epochs * steps // config.trainer.log_every_n_steps
+    # step/batch_loss, step/learning_rate, step/grad_norm, and step/batch_<m> for each metric
+    return logged_steps * (3 + len(config.metrics))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+        return os.environ.get("USER") or "unknown"
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory if directory.is_dir() else None,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

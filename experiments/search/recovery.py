@@ -1,0 +1,133 @@
+"""Trials whose process or supervisor is gone: nothing is left RUNNING, nothing is lost.
+
+- A trial process that dies under a live supervisor: the supervisor fails it at once.
+- A supervisor that dies (SIGKILL, a closed terminal) while its trials train: each orphaned
+  trial stops at a step boundary, checkpointed, fails its own Optuna trial and enqueues its
+  continuation, which the next `harness search` (or any worker) picks up (`hand_back`).
+- Both gone at once on one host (the machine rebooted, the process group was killed): the next
+  supervisor on that host finds their RUNNING trials by the owners recorded in each trial's
+  attributes, fails them and retries them from their checkpoints (`reap_dead_on_this_host`).
+  Other hosts' trials are PostgreSQL's heartbeats' business.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import psutil
+
+from experiments.search.study import RETRY_ATTR, RUN_ATTR, STATE_TAG
+
+NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's name
+ATTEMPT_ATTR = "harness.attempt"  # retries of the original trial so far
+RESUME_ATTR = "harness.resume_run"  # the run a retry continues
+SUPERVISOR_ATTR = "harness.supervisor"  # host:pid:start of the supervisor that asked for it
+PROCESS_ATTR = "harness.trial_process"  # host:pid:start of the process that trains it
+
+
+def owner(pid: int | None = None) -> str:
+    """`host:pid:start` of a process (this one by default): a pid alone may be reused."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        started = f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.NoSuchProcess:  # ended already
+        started = "0"
+    return f"{socket.gethostname()}:{pid}:{started}"
+
+
+def _gone(recorded: str | None) -> bool:
+    """Whether a process recorded by `owner` on this host has ended (False: alive, or not
+    recorded, or another host's, which this host cannot tell)."""
+    if recorded is None:
+        return False
+    host, pid, started = recorded.rsplit(":", 2)
+    if host != socket.gethostname():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" != started
+    except psutil.NoSuchProcess:
+        return True
+
+
+def enqueue_continuation(study: Any, frozen: Any, *, attempt: int) -> None:
+    """The trial's parameters again, as a new trial continuing its run from its checkpoint."""
+    study.enqueue_trial(
+        frozen.params,
+        user_attrs={
+            RETRY_ATTR: frozen.number,
+            ATTEMPT_ATTR: attempt,
+            RESUME_ATTR: frozen.user_attrs.get(RUN_ATTR),
+            NAME_ATTR: frozen.user_attrs.get(NAME_ATTR),
+        },
+        skip_if_exists=False,
+    )
+
+
+def retry(study: Any, frozen: Any, retries: int) -> bool:
+    """Retry a failed trial from its checkpoint if its attempts are within `search.retries`;
+    whether it was retried."""
+    attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+    if attempt >= retries:
+        return False
+    enqueue_continuation(study, frozen, attempt=attempt + 1)
+    return True
+
+
+def fail_trial(study: Any, number: int) -> bool:
+    """FAIL the trial; False when it had already ended (another process got there first)."""
+    import optuna
+
+    try:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (ValueError, RuntimeError):  # finished already (UpdateFinishedTrialError), or grid
+        return False
+    return True
+
+
+def mark_run_failed(tracking_uri: str, run_id: str, why: str) -> None:
+    """Tag the trial's run as failed, and end it FAILED if its process could not."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, STATE_TAG, "FAIL")
+    client.set_tag(run_id, "harness.exit", why)
+    if client.get_run(run_id).info.status == "RUNNING":  # died before it could close the run
+        client.set_tag(run_id, "error", f"the trial process {why}")
+        client.set_terminated(run_id, status="FAILED")
+
+
+def hand_back(study: Any, trial_id: int, tracking_uri: str) -> bool:
+    """An orphaned trial that stopped, checkpointed: FAIL it and enqueue its continuation (the
+    same attempt: it did not fail, its supervisor went). False if it had ended already."""
+    frozen = study._storage.get_trial(trial_id)
+    run_id = frozen.user_attrs.get(RUN_ATTR)
+    if run_id is not None:
+        mark_run_failed(tracking_uri, run_id, "stopped: its supervisor ended")
+    if not fail_trial(study, frozen.number):
+        return False
+    enqueue_continuation(study, frozen, attempt=int(frozen.user_attrs.get(ATTEMPT_ATTR, 0)))
+    return True
+
+
+def reap_dead_on_this_host(study: Any, tracking_uri: str, retries: int) -> list[int]:
+    """FAIL the RUNNING trials whose supervisor and process both ended on this host without a
+    word, and retry them (`search.retries`) from their checkpoints; their numbers."""
+    import optuna
+
+    reaped = []
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for frozen in running:
+        attrs = frozen.user_attrs
+        process = attrs.get(PROCESS_ATTR)  # none: its supervisor died before starting it
+        if not (_gone(attrs.get(SUPERVISOR_ATTR)) and (process is None or _gone(process))):
+            continue
+        run_id = attrs.get(RUN_ATTR)
+        if run_id is not None:
+            mark_run_failed(tracking_uri, run_id, "ended with its supervisor, without a word")
+        if not fail_trial(study, frozen.number):
+            continue
+        retry(study, frozen, retries)
+        reaped.append(frozen.number)
+    return reaped

@@ -1,0 +1,173 @@
+"""One Optuna trial in its own process, started by the search supervisor:
+
+    python -m experiments.search.trial TRIAL.json
+
+The supervisor sets `CUDA_VISIBLE_DEVICES` (and memory growth) before this process imports
+TensorFlow. The trial trains its config as a tracked child run of the study's parent run,
+reports its metric to Optuna at every epoch's end (both engines: one Keras callback), and tells
+Optuna how it ended. A retried trial resumes the run of the trial it retries from its last
+checkpoint. Exit status: 0 (complete or pruned), 2 (bad input: the message on stderr's last
+line), other (a failure the supervisor records).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from experiments.errors import TrainingFailed, UsageError
+from experiments.search.study import ERROR_ATTR, RUN_ATTR, STATE_TAG, VALUE_TAG
+from harness.stopping import TrainingInterrupted
+
+
+class TrialPruned(TrainingInterrupted):
+    """Optuna pruned the trial: the run ends KILLED with tag harness.trial_state=PRUNED."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.tags = {STATE_TAG: "PRUNED"}
+
+
+class MetricNotLogged(UsageError):
+    """`search.metric` is not among the epoch's logs."""
+
+
+class ReportToOptuna(keras.callbacks.Callback):
+    """At each epoch's end: report `metric` to the trial, and stop the run if Optuna prunes."""
+
+    def __init__(self, trial: Any, metrics: list[str], *, prune: bool) -> None:
+        super().__init__()
+        self.trial, self.metrics, self.prune = trial, metrics, prune
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        missing = [metric for metric in self.metrics if metric not in logs]
+        if missing:
+            raise MetricNotLogged(
+                f"search.metric '{missing[0]}' is not logged by the run; at the end of epoch "
+                f"{epoch + 1} it logged: {', '.join(sorted(logs))}. Set search.metric to one "
+                "of those"
+            )
+        if not self.prune:  # multi-objective studies cannot prune
+            return
+        self.trial.report(float(logs[self.metrics[0]]), step=epoch + 1)
+        if self.trial.should_prune():
+            raise TrialPruned(f"pruned by Optuna after epoch {epoch + 1}")
+
+    def state(self) -> None:  # the reports live in the study's storage
+        return None
+
+    def restore(self, state: None) -> None:
+        pass
+
+
+def best_value(history: dict[str, list[float]], metric: str, direction: str) -> float:
+    """The trial's value: its best epoch's `metric` (as Keras Tuner scores a trial)."""
+    values = history[metric]
+    return min(values) if direction == "minimize" else max(values)
+
+
+def stop_when_orphaned() -> threading.Event:
+    """SIGTERM this trial (it stops at a step boundary, checkpointed) once its supervisor is
+    gone, and set the event: a trial runs in its own session, and nobody beats for an orphan,
+    so another worker would fail and retry it while it still trained."""
+    import signal
+    import time
+
+    supervisor = os.getppid()
+    orphaned = threading.Event()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        orphaned.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    return orphaned
+
+
+def main(argv: list[str]) -> int:
+    import optuna
+
+    from experiments.config.schema import ExperimentConfig
+    from experiments.run.run import run_experiment
+    from experiments.search.study import load_for_trial, open_storage
+
+    orphaned = stop_when_orphaned()
+    spec = json.loads(Path(argv[0]).read_text())
+    storage = open_storage(spec["storage"], slots=1)
+    study = load_for_trial(storage, spec["study"])
+    trial = optuna.trial.Trial(study, spec["trial_id"])
+    number = trial.number
+    config = ExperimentConfig.model_validate(spec["config"])
+    search = spec["search"]
+    metrics, directions = search["metrics"], search["directions"]
+    tags = {
+        "mlflow.parentRunId": spec["parent_run_id"],
+        "harness.study": spec["study"],
+        "harness.trial_number": str(number),
+        "harness.device": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "harness.trial_log": spec["log"],
+        "harness.trial_params": json.dumps(spec["params"]),
+        STATE_TAG: "RUNNING",
+    }
+    report = ReportToOptuna(trial, metrics, prune=len(metrics) == 1)
+    resume = None
+    if spec.get("resume_run"):  # a retry: continue the dead trial's run from its checkpoint
+        from experiments.run.resume import find_resume_point
+
+        try:
+            config, resume = find_resume_point(spec["resume_run"], spec["tracking_uri"], [], config)
+        except UsageError as error:
+            print(f"no checkpoint to resume ({error}); training afresh", file=sys.stderr)
+
+    def started(run_id: str) -> None:
+        trial.set_user_attr(RUN_ATTR, run_id)
+
+    try:
+        result = run_experiment(
+            config,
+            tracking_uri=spec["tracking_uri"],
+            command=f"harness search (trial {number})",
+            resume=resume,
+            tags=tags,
+            extra_callbacks=[report],
+            started=started,
+        )
+    except TrialPruned:
+        study.tell(number, state=optuna.trial.TrialState.PRUNED)
+        return 0
+    except KeyboardInterrupt:
+        if orphaned.is_set():  # nobody else will end the trial: it continues next time
+            from experiments.search.recovery import hand_back
+
+            hand_back(study, spec["trial_id"], spec["tracking_uri"])
+            print("stopped: the search supervisor ended; continued by the next search")
+        raise
+    except (MetricNotLogged, UsageError, TrainingFailed) as error:
+        trial.set_user_attr(ERROR_ATTR, str(error))
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    values = [
+        best_value(result.history, metric, direction)
+        for metric, direction in zip(metrics, directions, strict=True)
+    ]
+    study.tell(number, values if len(values) > 1 else values[0])
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(spec["tracking_uri"])
+    client.set_tag(result.run_id, VALUE_TAG, ",".join(f"{v:.8g}" for v in values))
+    client.set_tag(result.run_id, STATE_TAG, "COMPLETE")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

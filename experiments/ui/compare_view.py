@@ -1,0 +1,66 @@
+"""The columns users compare runs by, the same in `harness runs` and the MLflow UI's table.
+
+The UI's runs table shows no param or metric column until the user picks some; the UI keeps
+a picked view as an experiment tag (`mlflow.sharedViewState.<key>`, what its "Share" button
+writes) and opens it from `?viewStateShareKey=<key>`. Each run publishes the view of its
+experiment, and `harness run` / `harness ui` link to it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+
+from experiments.ui.links import VIEW_KEY, VIEW_STATE_TAG_PREFIX, compare_view_state
+
+# The data set has its own column in the UI ("Datasets"); epochs show in the step axis.
+COMPARED_PARAMS = (
+    "trainer.engine",
+    "model.name",
+    "optimizer.name",
+    "optimizer.learning_rate",
+    "data.batch_size",
+)
+# Epoch metrics that describe the run's pace, not its quality: not compared by default.
+_BOOKKEEPING = ("epoch", "epoch_time_s", "steps_per_sec", "learning_rate")
+
+
+def compared_metrics(keys: Iterable[str]) -> list[str]:
+    """The epoch metrics worth a column: quality metrics, not bookkeeping or vector parts."""
+    return sorted(k for k in keys if "/" not in k and k not in _BOOKKEEPING)
+
+
+def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterable[str]) -> bool:
+    """Add this run's compared columns to the experiment's shared view (`VIEW_KEY`).
+
+    The columns of earlier runs stay: the view holds the union. Returns whether the view is
+    saved; a failure only warns, since the run itself is tracked already.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    tag = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}"
+    try:
+        saved = client.get_experiment(experiment_id).tags.get(tag)
+        known = _saved_metrics(saved)
+        state = compare_view_state(COMPARED_PARAMS, compared_metrics({*known, *metrics}))
+        if state != saved:
+            client.set_experiment_tag(experiment_id, tag, state)
+    except Exception as error:
+        warnings.warn(
+            f"could not save the runs-table view of experiment {experiment_id}: {error!r}",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _saved_metrics(saved: str | None) -> list[str]:
+    if not saved:
+        return []
+    try:
+        columns = json.loads(saved).get("selectedColumns", [])
+    except (ValueError, AttributeError):
+        return []  # not ours, or edited: replaced by the compared columns
+    return [c[len("metrics.`") : -1] for c in columns if c.startswith("metrics.`")]

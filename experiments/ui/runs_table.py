@@ -1,0 +1,149 @@
+"""The `harness runs` table, built from `mlflow.search_runs`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from experiments.ui.compare_view import COMPARED_PARAMS, compared_metrics
+
+_SHOWN = ("run_id", "run_name", "status", "dataset")
+
+# The CSV keeps these; the printed table, like the UI's view, shows the compared columns.
+MAIN_PARAMS = (*COMPARED_PARAMS, "data.name", "trainer.epochs")
+
+
+def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
+    """Recent runs as a DataFrame: id, name, status, main params, final epoch metrics.
+
+    Reads through an `MlflowClient` for `tracking_uri`; MLflow's global tracking URI is never
+    touched, so this is safe beside runs logging elsewhere in the same process.
+    """
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = [_row(run) for run in _search(client, experiment, tracking_uri, limit)]
+    if not rows:
+        return pd.DataFrame(columns=["run_id", "run_name", "status"])
+    frame = pd.DataFrame(rows)
+    columns = [*_SHOWN, *(p for p in MAIN_PARAMS if p in frame.columns)]
+    metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
+    frame = frame[columns + metrics]
+    return frame.rename(columns={c: c.removeprefix("metrics.") for c in metrics})
+
+
+def _row(run: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        # The UI's "Datasets" column: the training data's name and digest.
+        "dataset": ", ".join(
+            f"{d.dataset.name} ({d.dataset.digest})"
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+            if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)
+        ),
+    }
+    row.update({p: run.data.params[p] for p in MAIN_PARAMS if p in run.data.params})
+    row.update(
+        {f"metrics.{key}": value for key, value in run.data.metrics.items() if "/" not in key}
+    )
+    return row
+
+
+def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) -> list[Any]:
+    from experiments.errors import UsageError
+
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            names = [e.name for e in client.search_experiments()]
+            raise UsageError(
+                f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
+                f"Known experiments: {', '.join(names) or 'none yet'}"
+            )
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    return list(client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"]))
+
+
+def print_table(frame: Any) -> None:
+    """Print the runs as a rich table (the CSV keeps every column)."""
+    metrics = compared_metrics(c for c in frame.columns if c not in (*_SHOWN, *MAIN_PARAMS))
+    params = [c for c in COMPARED_PARAMS if c in frame.columns]
+    print_columns(frame[[*(c for c in _SHOWN if c in frame.columns), *params, *metrics]])
+
+
+def print_columns(shown: Any) -> None:
+    """Print every column of `shown` as a rich table."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in shown.columns:
+        table.add_column(str(column), overflow="fold")
+    for row in shown.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    # Piped output has no terminal width; don't squeeze columns to nothing.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"  # NaN: a param the trial did not have
+    return "" if value is None else str(value)
+
+
+def study_frame(tracking_uri: str, study: str) -> Any:
+    """The trials of `study` (child runs of its parent runs), best first by their value (the
+    best epoch's metric, as told to Optuna)."""
+    import json
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from experiments.errors import UsageError
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(
+        experiments,
+        filter_string=f"tags.`harness.study` = '{study}' and tags.`harness.role` = 'study'",
+    )
+    if not parents:
+        raise UsageError(
+            f"no study '{study}' in {tracking_uri}: name a study that harness search ran "
+            "there (its parent run is tagged harness.study), or pass its --tracking-uri"
+        )
+    tags = parents[0].data.tags
+    metric = tags.get("harness.search_metric", "val_loss").split(",")[0]
+    ascending = tags.get("harness.search_direction", "minimize").split(",")[0] == "minimize"
+    rows = []
+    for parent in parents:
+        for run in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        ):
+            row = {
+                "trial": int(run.data.tags.get("harness.trial_number", -1)),
+                "state": run.data.tags.get("harness.trial_state", run.info.status),
+                "device": run.data.tags.get("harness.device", ""),
+                "value": _first_value(run.data.tags.get("harness.trial_value")),
+                metric: run.data.metrics.get(metric),  # at the last epoch
+                "run_id": run.info.run_id,
+            }
+            row.update(json.loads(run.data.tags.get("harness.trial_params", "{}")))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values("value", ascending=ascending, na_position="last")
+
+
+def _first_value(text: str | None) -> float | None:
+    return float(text.split(",")[0]) if text else None

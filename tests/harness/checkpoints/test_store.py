@@ -1,0 +1,167 @@
+"""The checkpoint store on a real disk: atomic writes, checksums, retention, the writer thread."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.checkpoints import CheckpointStore, DamagedCheckpoint
+from harness.checkpoints import store as checkpoints
+
+
+def _state(value: float) -> dict[str, object]:
+    return {"model": [np.full((3, 2), value, "float32")], "random": {"python": (3, (1, 2), None)}}
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(entry.name for entry in directory.iterdir())
+
+
+def test_a_saved_state_loads_back_with_its_position_and_metadata(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "run")
+    path = store.save(
+        _state(1.5), step=12, epoch=1, batch=4, metrics={"val_loss": 0.3}, metadata={"run_id": "r"}
+    )
+    store.wait()  # written on another thread
+    info, state = store.load(path)
+    np.testing.assert_array_equal(state["model"][0], np.full((3, 2), 1.5, "float32"))
+    assert state["random"] == {"python": (3, (1, 2), None)}
+    assert (info.step, info.epoch, info.batch, info.epoch_end) == (12, 1, 4, False)
+    assert info.metadata == {"run_id": "r"} and info.monitor is None  # no monitor configured
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "state.pkl"]
+    assert len(store.write_s) == 1
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep_last=3)
+    store.save(_state(1.0), step=1, epoch=0, batch=1)
+    latest = store.save(_state(2.0), step=2, epoch=0, batch=2)
+    store.wait()
+    payload = (latest / "state.pkl").read_bytes()
+    (latest / "state.pkl").write_bytes(payload[: len(payload) // 2])  # a torn write
+    with pytest.warns(UserWarning, match=r"ckpt-000002: .*checksum.*resuming from ckpt-000001"):
+        info, state = store.load_latest()  # type: ignore[misc]
+    assert info.step == 1 and state["model"][0][0, 0] == 1.0
+    (tmp_path / "ckpt-000001" / "manifest.json").unlink()
+    with pytest.raises(DamagedCheckpoint, match="no intact checkpoint"):
+        store.load_latest()
+    assert CheckpointStore(tmp_path / "empty").load_latest() is None
+
+
+def test_a_failed_write_leaves_the_previous_checkpoints_and_no_debris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(_state(1.0), step=1, epoch=0, batch=1)
+    store.wait()
+
+    def full_disk(path: Path, payload: object) -> None:
+        path.write_bytes(b"the first bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "_write_synced", full_disk)
+    store.save(_state(2.0), step=2, epoch=0, batch=2)
+    with pytest.warns(UserWarning, match="could not be written.*No space left"):
+        store.wait()
+    assert _names(tmp_path) == ["ckpt-000001"]
+    info, _ = store.load_latest()  # type: ignore[misc]
+    assert info.step == 1
+
+
+def test_debris_of_a_crash_mid_write_is_removed_and_other_files_are_kept(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-ckpt-000002-4242").mkdir()  # a write the process died in
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "other-run").mkdir()
+    store = CheckpointStore(tmp_path, keep_last=1)
+    for step in (1, 2, 3):
+        store.save(_state(step), step=step, epoch=0, batch=step)
+    store.wait()
+    assert _names(tmp_path) == ["ckpt-000003", "notes.txt", "other-run"]
+
+
+def test_retention_keeps_the_last_the_best_and_every_nth_epoch_across_a_reopen(
+    tmp_path: Path,
+) -> None:
+    def open_store() -> CheckpointStore:
+        return CheckpointStore(
+            tmp_path, keep_last=2, keep_best=1, monitor="val_loss", keep_every_n_epochs=2
+        )
+
+    store = open_store()
+    losses = {1: 0.9, 2: 0.4, 3: 0.6}  # epoch → val_loss: the best is epoch 2's
+    for epoch, loss in losses.items():
+        store.save(_state(epoch), step=epoch * 10 - 5, epoch=epoch - 1, batch=5)  # mid-epoch
+        store.save(
+            _state(epoch), step=epoch * 10, epoch=epoch, batch=0, epoch_end=True,
+            metrics={"val_loss": loss},
+        )  # fmt: skip
+    store.wait()
+    # ckpt 4: end of epoch 2, the best and an every-2nd-epoch one; 5, 6: the last two.
+    assert _names(tmp_path) == ["ckpt-000004", "ckpt-000005", "ckpt-000006"]
+    reopened = open_store()  # a resumed run: the sequence and the rules go on
+    for epoch, loss in {4: 0.8, 5: 0.7}.items():
+        reopened.save(
+            _state(epoch), step=epoch * 10, epoch=epoch, batch=0, epoch_end=True,
+            metrics={"val_loss": loss},
+        )  # fmt: skip
+    reopened.wait()
+    kept = {info.sequence: info for info in reopened.checkpoints()}
+    assert sorted(kept) == [4, 7, 8]  # 7 is epoch 4's end: permanent; 8 the last; 4 the best
+    assert kept[4].monitor == 0.4 and kept[7].permanent and not kept[8].permanent
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointStore(tmp_path, keep_last=0)
+    with pytest.raises(ValueError, match="monitor"):
+        CheckpointStore(tmp_path, keep_best=1)
+
+
+@pytest.fixture
+def deterministic_ops() -> None:
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+@pytest.mark.usefixtures("deterministic_ops")
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_the_loop_saves_at_update_boundaries_and_on_a_stop_and_resumes_exactly(
+    engine: str, tmp_path: Path
+) -> None:
+    from harness import TrainingInterrupted
+    from harness.checkpoints import Checkpointing
+    from tests.harness.problems import weights
+    from tests.harness.state_problem import build_loop
+
+    uninterrupted = build_loop(engine, accumulation_steps=2)
+    expected_history = uninterrupted.run().history
+    expected = weights(uninterrupted.model)
+
+    store = CheckpointStore(tmp_path, keep_last=10)
+    policy = Checkpointing(store, every_n_steps=3, every_n_epochs=1, metadata={"run_id": "r1"})
+    # A stop after the 5th batch of epoch 1 waits for the update boundary, the 6th.
+    loop = build_loop(engine, stop_at=(1, 4), accumulation_steps=2, checkpointing=policy)
+    with pytest.raises(TrainingInterrupted):
+        loop.run()
+    saved = store.checkpoints()
+    # 10 batches (5 updates) an epoch: every 3 updates (6 batches), each epoch end, the stop.
+    assert [(c.epoch, c.batch, c.step, c.epoch_end) for c in saved] == [
+        (0, 6, 3, False),
+        (1, 0, 5, True),
+        (1, 6, 8, False),  # also where the stop came: saved once
+    ]
+    assert saved[1].monitor is None and saved[-1].metadata == {"run_id": "r1"}
+
+    fresh = build_loop(engine, accumulation_steps=2, checkpointing=policy)
+    _, state = store.load_latest()  # type: ignore[misc]
+    fresh.restore_state(state)
+    history = fresh.run().history
+    for got, want in zip(weights(fresh.model), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert history == expected_history
+    final = store.checkpoints()[-1]
+    assert (final.epoch, final.batch, final.step, final.epoch_end) == (3, 0, 15, True)

@@ -1,0 +1,183 @@
+"""`MetricSender`: a daemon thread that batches metric points off the training thread."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from tracking.mlflow.retry import call_with_retries, is_permanent
+
+# (key, value, step, timestamp in ms): a plain tuple is the cheapest thing to build on the
+# training thread; backend objects are made on the sender thread.
+MetricPoint = tuple[str, float, int, int]
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow refuses log_batch requests with more metrics
+
+
+class _Barrier:
+    """A flush request, released once every point queued before it is sent or given up on."""
+
+    __slots__ = ("done", "problems")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.problems: list[str] = []
+
+
+class MetricSender:
+    """Sends queued metric points in batches from a daemon thread.
+
+    `put` only appends to a deque (atomic under the GIL, so no lock on the hot path). The
+    thread wakes every `interval_s`, when a full batch is queued, or on `flush`/`stop`, so it
+    does not compete with training for the GIL on every step. Points that cannot be sent
+    stay pending and are retried at the next flush; `stop` hands back whatever never got through.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[MetricPoint]], None],
+        *,
+        interval_s: float,
+        max_retries: int,
+        retry_backoff_s: float,
+        name: str = "metric-sender",
+    ) -> None:
+        self._send = send
+        self._interval_s = interval_s
+        self._max_retries = max_retries
+        self._retry_backoff_s = retry_backoff_s
+        self._queue: deque[MetricPoint | _Barrier] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        # Owned by the sender thread until it has stopped.
+        self._pending: list[MetricPoint] = []
+        self._rejected: list[MetricPoint] = []
+        self._unreported: list[str] = []
+        self._failing = False
+        self._attempt_once = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last attempt to send failed (the backend looks unreachable)."""
+        return self._failing
+
+    def put(self, points: list[MetricPoint]) -> None:
+        """Queue points for sending; cheap enough to call on every training step."""
+        queue = self._queue
+        queue.extend(points)
+        if len(queue) >= MAX_METRICS_PER_BATCH and not self._wake.is_set():
+            self._wake.set()
+
+    def send_soon(self) -> None:
+        """Wake the thread to send what is queued now (one attempt even if failing); no wait."""
+        self._attempt_once = True
+        self._wake.set()
+
+    def flush(self) -> list[str]:
+        """Block until every point queued so far is sent or has failed; return the problems."""
+        barrier = _Barrier()
+        self._queue.append(barrier)
+        self._wake.set()
+        # Polling the thread guards against waiting forever on a sender that died.
+        while not barrier.done.wait(timeout=1.0):
+            if not self._thread.is_alive():
+                return ["the metric sender thread has stopped; queued metrics were not sent"]
+        return barrier.problems
+
+    def stop(self) -> tuple[list[MetricPoint], list[str]]:
+        """Send what is queued, stop the thread; return the undelivered points and problems."""
+        problems = self.flush()
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        leftover = [item for item in self._queue if isinstance(item, tuple)]
+        return self._rejected + self._pending + leftover, problems
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval_s)
+            # Clear before draining: a point queued after this is picked up by this drain or
+            # wakes the next one, so no wake-up is lost.
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is tuple:
+                self._pending.append(item)
+            else:
+                assert isinstance(item, _Barrier)
+                self._send_pending(item.problems, force=True)
+                item.problems.extend(self._unreported)
+                self._unreported.clear()
+                item.done.set()
+        # A timed wake-up does not retry a backend that is already failing; the next
+        # flush does, so a dead server costs one retry cycle per flush, not per second.
+        # An epoch-end `send_soon` does try once more, so a store that was briefly locked
+        # gets the backlog at the next epoch instead of only at the end of training.
+        attempt, self._attempt_once = self._attempt_once, False
+        if self._pending and (attempt or not self._failing):
+            self._send_pending(self._unreported, force=False)
+
+    def _send_pending(self, problems: list[str], *, force: bool) -> None:
+        pending = self._pending
+        while pending:
+            chunk = pending[:MAX_METRICS_PER_BATCH]
+            try:
+                self._send_chunk(chunk, problems)
+            except Exception as exc:
+                self._failing = True
+                if force:
+                    problems.append(
+                        f"sending metrics failed after {self._max_retries} retries ({exc!r}); "
+                        f"{len(pending)} metric points are pending and will be retried at the "
+                        "next flush"
+                    )
+                return
+            del pending[: len(chunk)]
+        self._failing = False
+
+    def _send_chunk(self, chunk: list[MetricPoint], problems: list[str]) -> None:
+        try:
+            self._send_with_retries(chunk)
+            return
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            refusal = exc
+        by_key: dict[str, list[MetricPoint]] = {}
+        for point in chunk:
+            by_key.setdefault(point[0], []).append(point)
+        if len(by_key) == 1:
+            self._reject(chunk, refusal, problems=problems)
+            return
+        # One bad key must not block the others: resend key by key, keep only the refused.
+        for points in by_key.values():
+            try:
+                self._send_with_retries(points)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                self._reject(points, exc, problems=problems)
+
+    def _reject(self, points: list[MetricPoint], exc: Exception, *, problems: list[str]) -> None:
+        self._rejected.extend(points)
+        problems.append(
+            f"the backend refused {len(points)} points of metric {points[0][0]!r} ({exc}); "
+            "they are kept for the unsent-metrics file"
+        )
+
+    def _send_with_retries(self, points: list[MetricPoint]) -> None:
+        call_with_retries(
+            lambda: self._send(points),
+            max_retries=self._max_retries,
+            backoff_s=self._retry_backoff_s,
+        )

@@ -1,0 +1,555 @@
+"""`MlflowSink`: sends a run to MLflow through `MlflowClient` and an explicit run id."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tracking.dataset import DatasetRecord
+from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
+from tracking.mlflow.delivery.spill import read_spill_file, spill_path, write_spill_file
+from tracking.mlflow.delivery.writer import DEFAULT_CHILD_AFTER_CPU_S, MetricWriter
+from tracking.mlflow.keras_model.log import log_keras_model
+from tracking.mlflow.retry import call_with_retries
+from tracking.sink import RunStatus, Sink, check_status
+
+try:
+    from mlflow.entities import Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+except ImportError as exc:  # pragma: no cover - mlflow is a declared dependency
+    raise ImportError("MlflowSink needs MLflow: pip install 'mlflow>=3.5'") from exc
+
+T = TypeVar("T")
+
+# MLflow's per-request and per-value limits (mlflow.utils.validation).
+_MAX_PARAMS_TAGS_PER_BATCH = 100
+_MAX_PARAM_VALUE_LENGTH = 6000
+_MAX_TAG_VALUE_LENGTH = 8000
+_MAX_ERROR_TAG_LENGTH = 5000
+
+
+class MlflowSink(Sink):
+    """Logs one MLflow run; metrics are batched and sent from a background thread.
+
+    Only `MlflowClient` calls with an explicit run id are used, never the fluent "active run",
+    so several trials can log side by side in one process. Params, tags and artifacts are
+    sent synchronously. Metrics that cannot be delivered are never dropped: they are retried
+    at every flush and, if still unsent at `close`, saved to `mlflow-unsent-<run_id>.jsonl`.
+
+    Example:
+        sink = MlflowSink.start("sqlite:///mlflow.db", experiment="mnist", run_name="trial-3")
+        sink.log_params({"lr": 1e-3})
+        sink.log_metrics({"loss": 0.25}, step=1)
+        sink.close()
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        send_interval_s: float = 1.0,
+        metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
+        writer_timeout_s: float = 120.0,
+    ) -> None:
+        """Attach to the existing run `run_id` (e.g. to resume it).
+
+        With `metrics_in_subprocess` (the default), metric batches are written by a child
+        process once MLflow's work on them has cost `subprocess_after_cpu_s` of CPU in the
+        sender thread (0: from the start), so at every-step logging MLflow's per-point Python
+        work does not compete with training for the GIL, and a short run does not pay ~2 CPU-s
+        to start the child; `expected_metric_points`, when the caller knows about how many
+        points the run will log, starts the child at once if they would cost more than that.
+        A child that takes longer than `writer_timeout_s` for one batch (a locked store, a
+        server that never answers) is killed and the batch retried.
+        """
+        if max_retries < 0:
+            raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
+        if retry_backoff_s < 0:
+            raise ValueError(
+                f"`retry_backoff_s` must be >= 0. Received: retry_backoff_s={retry_backoff_s}"
+            )
+        if send_interval_s <= 0:
+            raise ValueError(
+                f"`send_interval_s` must be > 0. Received: send_interval_s={send_interval_s}"
+            )
+        if subprocess_after_cpu_s < 0:
+            raise ValueError(
+                "`subprocess_after_cpu_s` must be >= 0. "
+                f"Received: subprocess_after_cpu_s={subprocess_after_cpu_s}"
+            )
+        self._client = client
+        self._run_id = run_id
+        self._experiment_id: str | None = None
+        self._max_retries = max_retries
+        self._retry_backoff_s = retry_backoff_s
+        self._closed = False
+        self._params: dict[str, str] = {}
+        self._logged: set[tuple[str, int]] = set()  # (key, step) the run held when resumed
+        self._held_params: set[str] = set()  # the params it held
+        self._latest: dict[str, MetricPoint] = {}  # each metric's last point, to link models
+        self._system_monitor: Any = None
+        self._writer = MetricWriter(
+            client,
+            run_id,
+            in_subprocess=metrics_in_subprocess,
+            child_after_cpu_s=subprocess_after_cpu_s,
+            expected_points=expected_metric_points,
+            reply_timeout_s=writer_timeout_s,
+        )
+        self._sender = MetricSender(
+            self._writer.send,
+            interval_s=send_interval_s,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            name=f"mlflow-metrics-{run_id[:8]}",
+        )
+
+    @classmethod
+    def start(
+        cls,
+        tracking_uri: str,
+        *,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifact_location: str | None = None,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
+    ) -> MlflowSink:
+        """Create a run in `experiment` (created if missing) and return a sink for it.
+
+        `artifact_location` is used only when the experiment is created here.
+        """
+        client = MlflowClient(tracking_uri)
+        retry = functools.partial(
+            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
+        )
+        experiment_id = retry(
+            lambda: _get_or_create_experiment(
+                client, experiment, artifact_location=artifact_location
+            )
+        )
+        run = retry(
+            lambda: client.create_run(
+                experiment_id, run_name=run_name, tags=dict(tags) if tags else None
+            )
+        )
+        sink = cls(
+            client,
+            run.info.run_id,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            metrics_in_subprocess=metrics_in_subprocess,
+            subprocess_after_cpu_s=subprocess_after_cpu_s,
+            expected_metric_points=expected_metric_points,
+        )
+        sink._experiment_id = experiment_id
+        return sink
+
+    @classmethod
+    def resume(
+        cls,
+        tracking_uri: str,
+        run_id: str,
+        *,
+        max_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        metrics_in_subprocess: bool = True,
+        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        expected_metric_points: int | None = None,
+    ) -> MlflowSink:
+        """Continue the existing run `run_id`: RUNNING again, and each metric step logged once.
+
+        Steps a resumed training recomputes that the run already holds are not sent again
+        (recomputed exactly, they are the same values); steps it lacks (lost in flight when
+        the process died) are. Params already logged are not sent again either.
+        """
+        client = MlflowClient(tracking_uri)
+        retry = functools.partial(
+            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
+        )
+        run = retry(lambda: client.get_run(run_id))
+        logged: set[tuple[str, int]] = set()
+        for key in run.data.metrics:
+            history = retry(functools.partial(client.get_metric_history, run_id, key))
+            logged.update((key, int(m.step)) for m in history)
+        _replay_spilled(client, run_id, logged, retry)
+        retry(lambda: client.update_run(run_id, status="RUNNING"))
+        sink = cls(
+            client,
+            run_id,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            metrics_in_subprocess=metrics_in_subprocess,
+            subprocess_after_cpu_s=subprocess_after_cpu_s,
+            expected_metric_points=expected_metric_points,
+        )
+        sink._experiment_id = str(run.info.experiment_id)
+        sink._logged = logged
+        sink._held_params = set(run.data.params)
+        sink._params = dict(run.data.params)
+        return sink
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run this sink logs to."""
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment holding the run (looked up once when attached to an existing run)."""
+        if self._experiment_id is None:
+            run = self._retry(lambda: self._client.get_run(self._run_id))
+            self._experiment_id = str(run.info.experiment_id)
+        return self._experiment_id
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking server or store URI of the client."""
+        return str(self._client.tracking_uri)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._check_open()
+        params = {k: v for k, v in params.items() if str(k) not in self._held_params}
+        self._params.update({str(key): str(value) for key, value in params.items()})
+        self._log_batch_in_chunks(
+            _entities(Param, params, what="param", limit=_MAX_PARAM_VALUE_LENGTH), "params"
+        )
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        # Hot path (every training step): build plain tuples, hand them to the sender thread.
+        if self._closed:
+            self._check_open()
+        timestamp = int(time.time() * 1000)
+        points = [(key, float(value), step, timestamp) for key, value in metrics.items()]
+        if self._logged:  # a resumed run: what it already holds is not logged twice
+            points = [point for point in points if (point[0], step) not in self._logged]
+        self._latest.update((point[0], point) for point in points)
+        self._sender.put(points)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._check_open()
+        self._log_batch_in_chunks(
+            _entities(RunTag, tags, what="tag", limit=_MAX_TAG_VALUE_LENGTH), "tags"
+        )
+
+    def log_artifact(
+        self, local_path: str | os.PathLike[str], *, artifact_path: str | None = None
+    ) -> None:
+        self._check_open()
+        path = Path(local_path)
+        if path.is_dir():
+            self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), artifact_path))
+        elif path.is_file():
+            self._retry(lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
+        else:
+            raise FileNotFoundError(
+                f"`local_path` must be an existing file or directory. Received: {str(path)!r}"
+            )
+
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any | None = None,
+        step: int = 0,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Log a `keras.Model` as an MLflow logged model `name`, the run's output at `step`.
+
+        With `input_example`, the model's signature is inferred from it and recorded. The
+        run's params, and the run's metrics last logged at `step` (or `metrics`, when given),
+        are linked to the model. Load it with `mlflow.keras.load_model(f"models:/{model_id}")`
+        or `runs:/<run_id>/<name>`. Returns the model id.
+        """
+        self._check_open()
+        self.flush()  # the points to link are in the store first, so linking adds no copies
+        if metrics is None:
+            linked = [point for point in self._latest.values() if point[2] == step]
+        else:
+            linked = [self._point(key, float(value), step) for key, value in metrics.items()]
+        return log_keras_model(
+            self._client,
+            run_id=self._run_id,
+            experiment_id=self.experiment_id,
+            model=model,
+            name=name,
+            input_example=input_example,
+            step=step,
+            params=self._params,
+            metrics=linked,
+            retry=self._retry,
+        )
+
+    def _point(self, key: str, value: float, step: int) -> tuple[str, float, int, int]:
+        """The logged `(key, value, step, timestamp)` point to link a model to; a new one
+        only when the run has none, so linking adds no copies to the run's history."""
+        latest = self._latest.get(key)
+        if latest is not None and latest[1:3] == (value, step):
+            return latest
+        history = self._retry(lambda: self._client.get_metric_history(self._run_id, key))
+        for metric in history:
+            if metric.step == step and metric.value == value:
+                return (key, value, step, metric.timestamp)
+        return (key, value, step, int(time.time() * 1000))
+
+    def log_dataset(self, dataset: DatasetRecord) -> None:
+        """Record `dataset` as a run input (the UI's "Datasets" column)."""
+        from tracking.mlflow.inputs import dataset_input
+
+        self._check_open()
+        entity = dataset_input(dataset)
+        self._retry(lambda: _log_inputs(self._client, self._run_id, entity))
+
+    def monitor_system(self, every_s: float, *, scope: str = "host") -> None:
+        """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
+
+        MLflow's own system-metrics monitor, attached to this run id and tracking URI; the
+        values appear under "System metrics" (`system/...`), the last partial interval
+        included. GPU values need `nvidia-ml-py`. MLflow's own
+        `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`, when set, takes precedence over `every_s`.
+        `scope="own"` samples only this process tree, its CPU cores and the GPUs in
+        `CUDA_VISIBLE_DEVICES` (`tracking.mlflow.system_metrics`) instead of the whole host.
+        """
+        if scope not in ("host", "own"):
+            raise ValueError(f"`scope` must be 'host' or 'own'. Received: scope={scope!r}")
+        if every_s <= 0:
+            raise ValueError(f"`every_s` must be > 0. Received: every_s={every_s}")
+        self._check_open()
+        if self._system_monitor is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            raise ImportError("system metrics need psutil: pip install psutil") from exc
+        # Its start/stop INFO lines would land in the user's terminal on every run.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        monitor = SystemMetricsMonitor(
+            self._run_id, sampling_interval=every_s, tracking_uri=self.tracking_uri
+        )
+        if scope == "own":
+            from tracking.mlflow.system_metrics import own_monitors
+
+            monitor.monitors = own_monitors()
+        monitor.start()
+        self._system_monitor = monitor
+
+    def flush(self, *, wait: bool = True) -> None:
+        if self._closed:
+            return
+        if not wait:
+            self._sender.send_soon()
+            return
+        _warn_all(self._sender.flush(), run_id=self._run_id)
+
+    def close(self, status: RunStatus = "FINISHED", *, error: str | None = None) -> None:
+        """Send everything, record `error`, and mark the run `status`; later calls do nothing."""
+        check_status(status)
+        if self._closed:
+            return
+        self._closed = True
+        retry = self._retry
+        try:
+            if self._system_monitor is not None:
+                _finish_system_metrics(self._system_monitor, run_id=self._run_id)
+            unsent, problems = self._sender.stop()
+            self._writer.close()
+            _warn_all(problems, run_id=self._run_id)
+            # A backend that just failed every retry is probably down: try the rest once each,
+            # so closing against a dead server does not take several full retry cycles.
+            if self._sender.failing:
+                retry = functools.partial(call_with_retries, max_retries=0, backoff_s=0)
+            if unsent:
+                self._spill(unsent)
+            if error is not None:
+                self._record_error(error, retry)
+        finally:
+            # Whatever happened above (even a second Ctrl-C), the run must not stay RUNNING.
+            self._terminate(status, retry)
+
+    def _terminate(self, status: RunStatus, retry: Callable[[Callable[[], Any]], Any]) -> None:
+        try:
+            retry(lambda: self._client.set_terminated(self._run_id, status=status))
+        except Exception as exc:
+            warnings.warn(
+                f"MLflow run {self._run_id}: could not set its status to {status} ({exc!r}); "
+                "it will show as RUNNING until updated, e.g. with "
+                f"`MlflowClient({self.tracking_uri!r}).set_terminated({self._run_id!r}, "
+                f"status={status!r})`.",
+                stacklevel=2,
+            )
+
+    def _log_batch_in_chunks(self, entities: list[Any], kind: str) -> None:
+        for start in range(0, len(entities), _MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = entities[start : start + _MAX_PARAMS_TAGS_PER_BATCH]
+            kwargs = {kind: chunk}
+            self._retry(
+                functools.partial(self._client.log_batch, self._run_id, synchronous=True, **kwargs)
+            )
+
+    def _record_error(self, error: str, retry: Callable[[Callable[[], Any]], Any]) -> None:
+        tag = error[:_MAX_ERROR_TAG_LENGTH]  # the full text goes to the error.txt artifact
+        try:
+            retry(lambda: self._client.set_tag(self._run_id, "error", tag, synchronous=True))
+            with tempfile.TemporaryDirectory(prefix="mlflow-error-") as tmp:
+                path = Path(tmp) / "error.txt"
+                path.write_text(error, encoding="utf-8")
+                retry(lambda: self._client.log_artifact(self._run_id, str(path)))
+        except Exception as exc:
+            warnings.warn(
+                f"MLflow run {self._run_id}: could not record the run's error ({exc!r}). "
+                f"The error was:\n{error}",
+                stacklevel=3,
+            )
+
+    def _spill(self, unsent: list[MetricPoint]) -> None:
+        try:
+            path = write_spill_file(unsent, run_id=self._run_id)
+        except OSError:
+            # An unwritable working directory must not cost the metrics: use the temp dir.
+            path = write_spill_file(unsent, run_id=self._run_id, directory=tempfile.gettempdir())
+        warnings.warn(
+            f"MLflow run {self._run_id}: {len(unsent)} metric points could not be sent and "
+            f"were saved to {path}. Replay them with: "
+            f"python -m tracking.mlflow.delivery.spill {path} "
+            f"--tracking-uri {self.tracking_uri} --run-id {self._run_id}",
+            stacklevel=3,
+        )
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return call_with_retries(fn, max_retries=self._max_retries, backoff_s=self._retry_backoff_s)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"MlflowSink for run {self._run_id} is closed; attach a new "
+                "`MlflowSink(client, run_id)` to log more to this run."
+            )
+
+
+def _finish_system_metrics(monitor: Any, *, run_id: str) -> None:
+    """Stop the monitor and publish its last, partial interval too (MLflow's own `finish`
+    drops it, so a run shorter than the interval would have no system metrics at all)."""
+    monitor.finish()
+    try:
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    except Exception as exc:
+        warnings.warn(f"MLflow run {run_id}: last system metrics not sent ({exc!r})", stacklevel=3)
+
+
+def _get_or_create_experiment(
+    client: MlflowClient, name: str, *, artifact_location: str | None
+) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_location))
+        except MlflowException as exc:
+            # Another process created it between our lookup and create: use theirs.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # deleted for good in between: report the conflict
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(
+            f"MLflow experiment {name!r} is deleted. Restore it (`mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}`) or choose another name."
+        )
+    return str(experiment.experiment_id)
+
+
+def _log_inputs(client: MlflowClient, run_id: str, entity: Any) -> None:
+    """Log a data set as the run's input, also when another run logs the same one at once.
+
+    MLflow's stores look the data set up, then insert it: two runs logging the same data (the
+    trials of a search) at the same moment both miss it and the second insert breaks the
+    table's unique key. The data set exists then, so logging again links the run to it.
+    """
+    try:
+        client.log_inputs(run_id, datasets=[entity])
+    except MlflowException as exc:
+        if not _lost_insert_race(exc):
+            raise
+        client.log_inputs(run_id, datasets=[entity])
+
+
+def _lost_insert_race(exc: MlflowException) -> bool:
+    """A unique-key violation, as SQLite, PostgreSQL or MySQL words it (also through a server)."""
+    text = str(exc)
+    return any(
+        words in text
+        for words in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+    )
+
+
+def _entities(
+    cls: Callable[[str, str], Any], values: Mapping[str, Any], *, what: str, limit: int
+) -> list[Any]:
+    """MLflow `Param`s or `RunTag`s, values cut to MLflow's length limit with a warning."""
+    return [
+        cls(str(key), _truncated(f"{what} {key!r}", str(value), limit=limit))
+        for key, value in values.items()
+    ]
+
+
+def _truncated(what: str, value: str, *, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    warnings.warn(
+        f"MLflow {what} is {len(value)} characters long; truncated to MLflow's limit of {limit}.",
+        stacklevel=5,  # _truncated, comprehension, _entities, log_params/set_tags, caller
+    )
+    return value[:limit]
+
+
+def _warn_all(problems: list[str], *, run_id: str) -> None:
+    for problem in problems:
+        warnings.warn(f"MLflow run {run_id}: {problem}", stacklevel=3)
+
+
+def _replay_spilled(
+    client: Any, run_id: str, logged: set[tuple[str, int]], retry: Callable[..., Any]
+) -> None:
+    """Send the points an earlier attempt of `run_id` saved to its unsent-metrics file (in the
+    working directory or the temp directory) that the run lacks; then remove the file."""
+    from mlflow.entities import Metric
+
+    from tracking.mlflow.delivery.sender import MAX_METRICS_PER_BATCH
+
+    for path in (spill_path(run_id), spill_path(run_id, directory=tempfile.gettempdir())):
+        if not path.is_file():
+            continue
+        points = [point for point in read_spill_file(path) if (point[0], point[2]) not in logged]
+        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+            batch = [
+                Metric(key, value, timestamp, step)
+                for key, value, step, timestamp in points[start : start + MAX_METRICS_PER_BATCH]
+            ]
+            retry(lambda batch=batch: client.log_batch(run_id, metrics=batch, synchronous=True))
+        logged.update((key, step) for key, _, step, _ in points)
+        path.unlink()
+        warnings.warn(
+            f"MLflow run {run_id}: sent the {len(points)} metric points an earlier attempt "
+            f"could not, from {path} (removed)",
+            stacklevel=3,
+        )
