@@ -53,8 +53,8 @@ def _time(function, iterator, steps: int) -> float:
         function(iterator)
     start = time.perf_counter()
     for _ in range(steps):
-        logs, extras = function(iterator)
-    np.asarray(extras["iterations"])  # wait for the last step
+        logs, outputs = function(iterator)
+    np.asarray(outputs.iterations)  # wait for the last step
     return (time.perf_counter() - start) / steps
 
 

@@ -16,3 +16,10 @@ class TrainingFailed(Exception):
     """Training ended in failure the run records (diverged, halted by `trainer.on_nan`)."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException, *, limit: int = 200) -> str:
+    """The first line of an error's message (its repr when it has none), cut to `limit`."""
+    text = str(error).strip() or repr(error)
+    line = text.splitlines()[0]
+    return line if len(line) <= limit else line[:limit] + "…"

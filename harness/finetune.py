@@ -70,6 +70,8 @@ def build_optimizer_for(model: keras.Model, frozen: Iterable[keras.layers.Layer]
 class Unfreezer(keras.callbacks.Callback):
     """Make `layers` trainable again at the start of epoch `at_epoch` (counted from 1)."""
 
+    stateless = True  # the epoch a resumed run starts at decides (`on_epoch_begin`)
+
     def __init__(self, layers: Sequence[keras.layers.Layer], *, at_epoch: int) -> None:
         super().__init__()
         if at_epoch < 1:
@@ -81,13 +83,6 @@ class Unfreezer(keras.callbacks.Callback):
         if epoch + 1 >= self.at_epoch:  # also when a resumed run starts after that epoch
             for layer in self.layers:
                 layer.trainable = True
-
-    def state(self) -> None:
-        """Nothing to save: the epoch a resumed run starts at decides (`on_epoch_begin`)."""
-        return None
-
-    def restore(self, state: None) -> None:
-        pass
 
 
 def layer_multipliers(

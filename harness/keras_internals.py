@@ -1,17 +1,24 @@
-"""The few private Keras pieces the harness reuses, kept in one place.
+"""The few private Keras pieces the harness reuses, and the optimizer patching, in one place.
 
 The loop mirrors `keras.Model.fit` event for event, so a few of Keras's own helpers are reused
 rather than re-implemented: the loss tracker and loss wrapper of the train step, the per-replica
 reduction, the symbolic build, the data adapters that run a `PyDataset`'s workers and peek at a
 generator, the initial epoch `BackupAndRestore` sets, the pending async callback calls, and the
-global seed generators (Keras's, and TensorFlow's `tf.random.Generator`). Keras is pinned to a
-minor version in `pyproject.toml`; if these move, only this module changes, and
-`tests/harness/test_keras_internals.py` names what broke.
+global seed generators (Keras's, and TensorFlow's `tf.random.Generator`).
+
+The gradient pipeline (`harness.step.gradients`) stands in front of the optimizer's `apply`
+while a step is traced, so every route to an update passes it: Keras's `train_step`, a user's
+override and our GradientTape step alike. The patches that do this — `apply` itself, the
+rate an update applies, per-variable rates, summing replicas' gradients on the way in — are
+here too, each a context manager that leaves the optimizer as it was.
+
+Keras is pinned to a minor version in `pyproject.toml`; if these move, only this module
+changes, and `tests/harness/test_keras_internals.py` names what broke.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +33,10 @@ from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 __all__ = [
     "GeneratorDataAdapter",
     "applying_learning_rate",
+    "inner_optimizer",
+    "learning_rate_schedule",
+    "routing_apply",
+    "summing_replicas_on_entry",
     "PyDatasetAdapter",
     "compute_loss",
     "drain_callbacks",
@@ -73,12 +84,63 @@ def applying_learning_rate(optimizer: Any, value: Any) -> Iterator[None]:
     apply the same tensor, so the logged rate is the applied one and the schedule runs once
     per step. A loss-scale wrapper reads its inner optimizer's rate.
     """
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = inner_optimizer(optimizer)
     inner._get_current_learning_rate = lambda: value
     try:
         yield
     finally:
         del inner._get_current_learning_rate
+
+
+def inner_optimizer(optimizer: Any) -> Any:
+    """The optimizer that applies unscaled gradients: inside a `LossScaleOptimizer`, the one
+    it wraps; any other optimizer itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def learning_rate_schedule(optimizer: Any) -> Any | None:
+    """The `LearningRateSchedule` the optimizer steps, or None for a fixed rate."""
+    from keras.optimizers.schedules import LearningRateSchedule
+
+    schedule = getattr(inner_optimizer(optimizer), "_learning_rate", None)
+    return schedule if isinstance(schedule, LearningRateSchedule) else None
+
+
+@contextmanager
+def routing_apply(optimizer: Any, apply: Callable[[Any, Any, Any], None]) -> Iterator[None]:
+    """Inside the block, `optimizer.apply(grads, variables)` calls
+    `apply(original_apply, grads, variables)` instead (`variables` may be None)."""
+    original = optimizer.apply
+
+    def routed(grads: Any, trainable_variables: Any = None) -> None:
+        apply(original, grads, trainable_variables)
+
+    optimizer.apply = routed
+    try:
+        yield
+    finally:
+        optimizer.__dict__.pop("apply", None)
+
+
+@contextmanager
+def summing_replicas_on_entry(
+    optimizer: Any, sum_over_replicas: Callable[[list[Any]], list[Any]]
+) -> Iterator[None]:
+    """Inside the block, the gradients reaching `optimizer.apply` (the outer one under loss
+    scaling) are first summed over the replicas by `sum_over_replicas`, and the inner
+    optimizer does not sum them again (Keras sums inside its update, after clipping)."""
+    inner, entry = inner_optimizer(optimizer), optimizer.apply
+
+    def summed_apply(grads: Any, trainable_variables: Any = None) -> None:
+        entry(sum_over_replicas(list(grads)), trainable_variables)
+
+    optimizer.apply = summed_apply
+    inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+    try:
+        yield
+    finally:
+        optimizer.__dict__.pop("apply", None)
+        inner.__dict__.pop("_all_reduce_sum_gradients", None)
 
 
 def optimizer_variables(optimizer: Any) -> list[Any]:

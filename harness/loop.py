@@ -9,18 +9,17 @@ registry of savable state. An engine only supplies the compiled one-batch steps.
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from harness import keras_internals
-from harness.checkpoints import Checkpointing
+from harness.checkpoints import Checkpointing, Saver
 from harness.data import EpochIterator, TrainingData
-from harness.state import CallbackStates, RandomState, StateRegistry, VariablesState
+from harness.state import CallbackStates, Parts, RandomState, StateRegistry, VariablesState
 from harness.step.compiled import TestFunction, TrainFunction, compiled_functions
 from harness.step.ema import WeightAverage
 from harness.step.engines import Engine, EngineName, get_engine
@@ -79,7 +78,16 @@ class TrainingLoop:
         self.ema = ema
         self.gradients = gradients or GradientPipeline(model)
         self._halt = _HaltWatch(self.gradients)
-        self._saver = None if checkpointing is None else _Saver(self, checkpointing)
+        self._saver = (
+            None
+            if checkpointing is None
+            else Saver(
+                checkpointing,
+                capture=self._capture_for_checkpoint,
+                step=lambda: int(model.optimizer.iterations.numpy()),
+                accumulation_steps=self.gradients.accumulation_steps,
+            )
+        )
         self._events: StepEventDispatcher | None = None
         strategy, per_call = model.distribute_strategy, int(model.steps_per_execution)
         self.train_data = EpochIterator(
@@ -106,18 +114,20 @@ class TrainingLoop:
         self._test_function: TestFunction | None = None
         self._train_batch_hooks = self._test_batch_hooks = True
         self.state = StateRegistry()
-        self.state.register("model", VariablesState("model", lambda: model.variables))
-        self.state.register("metrics", VariablesState("metrics", lambda: model.metrics_variables))
+        self.state.register(Parts.MODEL, VariablesState("model", lambda: model.variables))
         self.state.register(
-            "optimizer", VariablesState("optimizer", lambda: model.optimizer.variables)
+            Parts.METRICS, VariablesState("metrics", lambda: model.metrics_variables)
         )
-        self.state.register("data", self.train_data)  # replays data hooks before the RNGs
-        self.state.register("random", RandomState())
-        self.state.register("gradients", self.gradients)
+        self.state.register(
+            Parts.OPTIMIZER, VariablesState("optimizer", lambda: model.optimizer.variables)
+        )
+        self.state.register(Parts.DATA, self.train_data)  # replays data hooks before the RNGs
+        self.state.register(Parts.RANDOM, RandomState())
+        self.state.register(Parts.GRADIENTS, self.gradients)
         if ema is not None:
-            self.state.register("ema", ema)
-        self.state.register("callbacks", CallbackStates(lambda: self.callbacks.callbacks))
-        self.state.register("loop", _Position(self))
+            self.state.register(Parts.EMA, ema)
+        self.state.register(Parts.CALLBACKS, CallbackStates(lambda: self.callbacks.callbacks))
+        self.state.register(Parts.LOOP, _Position(self))
 
     def capture_state(self, *, snapshot: bool = False) -> dict[str, Any]:
         """Every registered part's state at this step boundary (plain Python and NumPy).
@@ -126,6 +136,11 @@ class TrainingLoop:
         """
         self._build()
         return self.state.capture(snapshot=snapshot)
+
+    def _capture_for_checkpoint(self) -> dict[str, Any]:
+        if self._events is not None:
+            self._events.flush()  # step events delivered: callbacks' state matches the weights
+        return self.capture_state(snapshot=True)  # the writer thread copies it out
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Continue from `state` when `run()` is next called (after `on_train_begin`)."""
@@ -165,7 +180,7 @@ class TrainingLoop:
                 self._epoch = keras_internals.initial_epoch(model) or self.initial_epoch
             logs = self._run_epochs(events)
             if self._saver is not None:
-                self._saver.at_end(logs)
+                self._saver.at_end(logs, epoch=self._epoch)
             if isinstance(model.optimizer, keras.optimizers.Optimizer) and self.epochs > 0:
                 model.optimizer.finalize_variable_values(model.trainable_weights)
             self.callbacks.on_train_end(logs=logs)
@@ -224,7 +239,7 @@ class TrainingLoop:
             training_logs = epoch_logs
             self._epoch += 1
             if self._saver is not None:
-                self._saver.at_epoch_end(epoch_logs)
+                self._saver.at_epoch_end(epoch_logs, epochs_done=self._epoch)
             if model.stop_training:
                 break
         return training_logs
@@ -239,14 +254,16 @@ class TrainingLoop:
             for first, last, iterator in data:
                 if hooks:
                     callbacks.on_train_batch_begin(first)
-                logs, extras = train(iterator)
+                logs, outputs = train(iterator)
                 if hooks:  # reading the logs here makes the training thread wait for the step
                     callbacks.on_train_batch_end(last, logs)
-                events.dispatch(last, logs, extras)
+                events.dispatch(last, logs, outputs)
                 # Checkpoints and stops come at update boundaries: never mid-accumulation.
                 boundary = (last + 1) % self.gradients.accumulation_steps == 0
                 if self._saver is not None:
-                    self._saver.after_batches(last - first + 1, last + 1, boundary=boundary)
+                    self._saver.after_batches(
+                        last - first + 1, last + 1, epoch=self._epoch, boundary=boundary
+                    )
                 if model.stop_training or self._halt.message:
                     break
                 if self.stop.requested and boundary:
@@ -282,7 +299,7 @@ class TrainingLoop:
     def _check_stop(self) -> None:
         if self.stop.requested:
             if self._saver is not None:
-                self._saver.now(wait=True)  # on disk before the process exits
+                self._saver.now(epoch=self._epoch, wait=True)  # on disk before the process exits
             raise TrainingInterrupted(self.stop.reason)
 
     def _act_on_halt(self) -> None:
@@ -292,71 +309,6 @@ class TrainingLoop:
         if self.gradients.on_nan == "raise":
             raise NonFiniteGradients(self._halt.message)
         self.model.stop_training = True
-
-
-class _Saver:
-    """Saves the loop's state when `Checkpointing` says so, at update boundaries."""
-
-    def __init__(self, loop: TrainingLoop, policy: Checkpointing) -> None:
-        self._loop, self.policy, self.store = loop, policy, policy.store
-        self._batches = 0  # trained since the last save
-        self._last_time = time.monotonic()
-        self._epoch_batch = 0  # batches of the epoch in progress already trained
-        self._fresh = False  # nothing trained since the last save
-
-    def after_batches(self, count: int, epoch_batch: int, *, boundary: bool) -> None:
-        self._batches += count
-        self._epoch_batch = epoch_batch
-        self._fresh = False
-        if not boundary:
-            return
-        policy, k = self.policy, self._loop.gradients.accumulation_steps
-        by_steps = policy.every_n_steps and self._batches >= policy.every_n_steps * k
-        minutes = policy.every_n_minutes
-        by_time = minutes and time.monotonic() - self._last_time >= minutes * 60
-        if by_steps or by_time:
-            self.now()
-
-    def at_epoch_end(self, logs: Mapping[str, Any]) -> None:
-        self._epoch_batch = 0
-        every = self.policy.every_n_epochs
-        if every and self._loop._epoch % every == 0:
-            self.now(epoch_end=True, metrics=logs)
-
-    def at_end(self, logs: Mapping[str, Any] | None) -> None:
-        if not self._fresh:
-            self.now(epoch_end=self._epoch_batch == 0, metrics=logs or {}, wait=True)
-
-    def now(
-        self,
-        *,
-        epoch_end: bool = False,
-        metrics: Mapping[str, Any] | None = None,
-        wait: bool = False,
-    ) -> None:
-        loop = self._loop
-        if self._fresh:
-            if wait:
-                self.store.wait()
-            return
-        if loop._events is not None:
-            loop._events.flush()  # step events delivered: callbacks' state matches the weights
-        state = loop.capture_state(snapshot=True)  # the writer thread copies it out
-        scalars = {k: float(v) for k, v in (metrics or {}).items() if np.ndim(v) == 0}
-        self.store.save(
-            state,
-            step=int(loop.model.optimizer.iterations.numpy()),
-            epoch=loop._epoch,
-            batch=self._epoch_batch,
-            epoch_end=epoch_end,
-            metrics=scalars,
-            metadata=self.policy.metadata,
-            before_write=self.policy.before_write,
-            after_write=self.policy.after_write,
-        )
-        self._batches, self._last_time, self._fresh = 0, time.monotonic(), True
-        if wait:
-            self.store.wait()
 
 
 class _HaltWatch:

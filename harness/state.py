@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import random
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,21 @@ def materialize(tree: Any) -> Any:
     if hasattr(tree, "numpy") and not isinstance(tree, np.ndarray | np.generic):
         return np.asarray(tree.numpy())
     return tree
+
+
+class Parts:
+    """The names the loop registers its state parts under: the keys of a captured state (and
+    so of a checkpoint's), in the order they are restored."""
+
+    MODEL = "model"  # the model's variables, seed generators' states included
+    METRICS = "metrics"  # the compiled metrics' accumulators
+    OPTIMIZER = "optimizer"  # slots and `iterations`
+    DATA = "data"  # the position in the data; restored before the generators
+    RANDOM = "random"  # Python's, NumPy's, Keras's and TensorFlow's global generators
+    GRADIENTS = "gradients"  # the gradient pipeline's counters and partial sums
+    EMA = "ema"  # the averaged weights, with `ema:` only
+    CALLBACKS = "callbacks"  # by each callback's state key
+    LOOP = "loop"  # the epoch in progress
 
 
 class Stateful(Protocol):
@@ -147,29 +163,19 @@ class RandomState:
             generator.state.assign(state["tensorflow"])
 
 
-# The counters of Keras's own stateful callbacks that a resumed run needs.
-_KERAS_CALLBACK_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "History": ("epoch", "history"),
-    "EarlyStopping": ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
-    "ReduceLROnPlateau": ("wait", "cooldown_counter", "best"),
-}
-# Callbacks with nothing to save between steps.
-_STATELESS = {
-    "TerminateOnNaN",
-    "LambdaCallback",
-    "ProgbarLogger",
-    "ProgressLogger",
-    "BackupAndRestore",
-    "CallbackList",
-}
-
-
 class CallbackStates:
-    """The state of each callback that has one: ours (`state()` / `restore()`), and the
-    counters of Keras's EarlyStopping, ReduceLROnPlateau and History.
+    """The state of each callback that has one, keyed by its `state_key`.
 
-    Callbacks are matched by position and class name. A callback whose state cannot be read
-    is named in `unsaved`, and a warning says so once, at the first capture.
+    Saved: ours and a user's callbacks with `state()` / `restore()`, and the counters of Keras's
+    `EarlyStopping`, `ReduceLROnPlateau` and `History`. A callback with nothing to save says
+    so with a class attribute `stateless = True` (Keras's own stateless callbacks are known by
+    type). Any other callback is named in `unsaved`, and a warning says so once, at the first
+    capture.
+
+    A callback's key is its `state_key` attribute if it has one, else its class's qualified
+    name, followed by `#1`, `#2`, ... for the second, third, ... of equal names (as
+    Lightning keys callbacks' states): a resumed run may add, drop or reorder callbacks, and
+    each finds its own state.
     """
 
     def __init__(self, callbacks: Callable[[], Iterable[Any]]) -> None:
@@ -182,42 +188,104 @@ class CallbackStates:
         return [
             type(cb).__name__
             for cb in self._callbacks()
-            if _saver(cb) is None and type(cb).__name__ not in _STATELESS
+            if _saver(cb) is None and not _stateless(cb)
         ]
 
-    def state(self) -> list[tuple[str, Any]]:
+    def state(self) -> dict[str, Any]:
         unsaved = self.unsaved
         if unsaved and not self._warned:
             self._warned = True
             warnings.warn(
                 f"the state of callbacks {unsaved} cannot be saved (they have no "
-                "`state()`/`restore()` methods): a resumed run starts them afresh",
+                "`state()`/`restore()` methods; set `stateless = True` on a callback with "
+                "nothing to save): a resumed run starts them afresh",
                 stacklevel=5,  # state, capture's comprehension, capture, capture_state, caller
             )
-        saved = []
-        for callback in self._callbacks():
+        saved = {}
+        for key, callback in _keyed(self._callbacks()).items():
             saver = _saver(callback)
-            saved.append((type(callback).__name__, None if saver is None else saver[0]()))
+            if saver is not None:
+                saved[key] = saver[0]()
         return saved
 
-    def restore(self, state: list[tuple[str, Any]]) -> None:
-        callbacks = list(self._callbacks())
-        names = [type(cb).__name__ for cb in callbacks]
-        if names != [name for name, _ in state]:
-            raise ValueError(
-                f"the saved callback states are for {[name for name, _ in state]}; this run "
-                f"has {names}. Resume with the same callbacks in the same order"
-            )
-        for callback, (_, value) in zip(callbacks, state, strict=True):
+    def restore(self, state: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> None:
+        if not isinstance(state, Mapping):  # an older checkpoint: (class name, state) in order
+            state = _keyed_by_name(state)
+        callbacks = _keyed(self._callbacks())
+        for key, callback in callbacks.items():
             saver = _saver(callback)
-            if saver is not None and value is not None:
-                saver[1](value)
+            if saver is not None and state.get(key) is not None:
+                saver[1](state[key])
+        fresh = [k for k, cb in callbacks.items() if _saver(cb) is not None and k not in state]
+        orphaned = [key for key, value in state.items() if key not in callbacks and value]
+        if fresh or orphaned:
+            warnings.warn(
+                "resuming with other callbacks than were saved: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"{fresh} start afresh" if fresh else "",
+                        f"the saved state of {orphaned} is not used" if orphaned else "",
+                    )
+                    if part
+                ),
+                stacklevel=4,
+            )
+
+
+def _keyed(callbacks: Iterable[Any]) -> dict[str, Any]:
+    """Callbacks by `state_key`: their own, or their class's qualified name (`#n` for the
+    n-th further callback with the same name)."""
+    keyed: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for callback in callbacks:
+        name = str(getattr(callback, "state_key", None) or type(callback).__qualname__)
+        count = seen[name] = seen.get(name, -1) + 1
+        keyed[name if count == 0 else f"{name}#{count}"] = callback
+    return keyed
+
+
+def _keyed_by_name(saved: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """A list of `(class name, state)` in callback order, keyed as `_keyed` keys them."""
+    keyed: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for name, value in saved:
+        count = seen[name] = seen.get(name, -1) + 1
+        keyed[name if count == 0 else f"{name}#{count}"] = value
+    return keyed
+
+
+@functools.cache
+def _keras_callback_attributes() -> dict[type, tuple[str, ...]]:
+    """The counters of Keras's own stateful callbacks that a resumed run needs."""
+    import keras
+
+    return {
+        keras.callbacks.History: ("epoch", "history"),
+        keras.callbacks.EarlyStopping: (
+            "wait", "stopped_epoch", "best", "best_weights", "best_epoch",
+        ),
+        keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
+    }  # fmt: skip
+
+
+def _stateless(callback: Any) -> bool:
+    """Keras's callbacks with nothing to save between steps, and any that says so."""
+    import keras
+
+    known = (
+        keras.callbacks.TerminateOnNaN,
+        keras.callbacks.LambdaCallback,
+        keras.callbacks.ProgbarLogger,
+        keras.callbacks.BackupAndRestore,  # saves its own files
+    )
+    return isinstance(callback, known) or bool(getattr(callback, "stateless", False))
 
 
 def _saver(callback: Any) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
     if callable(getattr(callback, "state", None)) and callable(getattr(callback, "restore", None)):
         return callback.state, callback.restore
-    attributes = _KERAS_CALLBACK_ATTRIBUTES.get(type(callback).__name__)
+    attributes = _keras_callback_attributes().get(type(callback))
     if attributes is None:
         return None
 

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from harness.logs import scalar_logs
+from harness.step.outputs import StepOutputs
 
 STEP_EVENTS_PARAM = "harness_step_events"
 
@@ -120,15 +121,15 @@ class StepEventDispatcher:
         self._executor = ThreadPoolExecutor(1, "harness-step-events") if asynchronous else None
         self._futures: deque[Future[None]] = deque()
 
-    def dispatch(self, batch: int, logs: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
+    def dispatch(self, batch: int, logs: Mapping[str, Any], outputs: StepOutputs) -> None:
         if not self._listeners:
             return
         if self._executor is None:
-            self._deliver(batch, logs, extras)
+            self._deliver(batch, logs, outputs)
             return
         while self._futures and self._futures[0].done():
             self._futures.popleft().result()  # re-raise a callback's error promptly
-        self._futures.append(self._executor.submit(self._deliver, batch, logs, extras))
+        self._futures.append(self._executor.submit(self._deliver, batch, logs, outputs))
 
     def flush(self) -> None:
         """Wait until every dispatched event is delivered; re-raise the first error."""
@@ -144,15 +145,15 @@ class StepEventDispatcher:
                 self._executor.shutdown()
                 self._executor = None
 
-    def _deliver(self, batch: int, logs: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
+    def _deliver(self, batch: int, logs: Mapping[str, Any], outputs: StepOutputs) -> None:
         event = StepEnd(
             batch,
-            int(extras["iterations"]),
-            extras["learning_rate"],
+            int(outputs.iterations),
+            outputs.learning_rate,
             logs,
-            extras.get("batch"),
-            values=extras.get("values"),
-            halted_at=extras.get("halted_at", 0),
+            outputs.batch,
+            values=outputs.values,
+            halted_at=outputs.halted_at,
         )
         for callback in self._listeners:
             callback.on_train_step_end(event)

@@ -64,7 +64,7 @@ def exclude_from_weight_decay(
     model: keras.Model, exclude: Sequence[str] | None = None
 ) -> list[keras.Variable]:
     """Tell the model's optimizer (if it decays) to leave `undecayed_variables` alone."""
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    optimizer = keras_internals.inner_optimizer(model.optimizer)
     if getattr(optimizer, "weight_decay", None) is None:
         return []
     variables = undecayed_variables(model, exclude)

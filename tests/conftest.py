@@ -3,6 +3,7 @@ session."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,7 +40,15 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
     """Keep each phase's report on the item (`item.rep_call`), for fixtures that save
-    artifacts (screenshots) only when the test failed."""
+    artifacts (screenshots) only when the test failed; a failing contract test of a door to a
+    library's internals (`pytest.mark.door`) says which version of the library broke it."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
+    door = item.get_closest_marker("door")
+    if door is not None and report.failed:
+        library, module = door.args
+        report.longrepr = (
+            f"{library} {importlib.metadata.version(library)} no longer works as {module} "
+            f"expects ({item.name}): update {module} for it.\n{report.longrepr}"
+        )

@@ -35,12 +35,10 @@ def log_models(prepared: Prepared, sink: Any, final: dict[str, float], store: An
             stacklevel=2,
         )
         return
-    from harness.state import VariablesState
+    from harness.checkpoints import load_weights
 
     _, state = store.load(best.path)
-    VariablesState("model", lambda: prepared.model.variables).restore(state["model"])
-    if prepared.ema is not None:
-        prepared.ema.restore(state["ema"])
+    load_weights(state, prepared.model, ema=prepared.ema)
     _log_with_ema(prepared, sink, "best_model", example, best.step, best.metrics)
 
 

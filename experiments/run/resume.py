@@ -10,8 +10,9 @@ from typing import Any
 
 from experiments.config.loader import load_config
 from experiments.config.schema import ExperimentConfig, flatten
-from experiments.errors import UsageError
-from experiments.run.checkpoints import TAG, open_store
+from experiments.errors import UsageError, first_line
+from experiments.run.checkpoints import MIRROR, TAG, checkpoint_dir, open_store
+from experiments.run.tracking_setup import tracking_store
 
 # What a resumed run may change: how long it trains, how it shows progress, where it tracks.
 SAFE_TO_CHANGE = (
@@ -51,16 +52,21 @@ def find_resume_point(
         UsageError: no such run, no config or checkpoint recorded, checkpoint files missing
             or all damaged, or overrides that change what a resume cannot.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from tracking.mlflow import RunNotFound
 
-    client = MlflowClient(tracking_uri)
+    runs = tracking_store(tracking_uri)
     try:
-        run = client.get_run(run_id)
-    except MlflowException:
+        run = runs.get_run(run_id)
+    except RunNotFound:
         raise UsageError(
             f"harness resume: there is no run '{run_id}' at '{tracking_uri}'. Pass the run id "
             "`harness run` printed (or see harness runs), with the --tracking-uri it used"
+        ) from None
+    except Exception as error:  # an unreachable server, an unreadable store
+        raise UsageError(
+            f"harness resume: cannot read run '{run_id}' at '{tracking_uri}': "
+            f"{first_line(error)}. Check that the store or server is reachable, or pass the "
+            "--tracking-uri the run used"
         ) from None
     directory = run.data.tags.get(TAG)
     if not directory:
@@ -71,8 +77,8 @@ def find_resume_point(
         )
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        except (MlflowException, OSError):
+            local = runs.download_artifact(run_id, CONFIG_ARTIFACT, tmp)
+        except FileNotFoundError:
             raise UsageError(
                 f"harness resume: run '{run_id}' has no {CONFIG_ARTIFACT} artifact to resume "
                 "its config from"
@@ -91,25 +97,21 @@ def find_resume_point(
         )
     local = Path(directory)
     if not local.is_dir():
-        local = _from_mirror(client, run_id, local, config)
+        local = _from_mirror(runs, run_id, local, config)
     return config, _latest_checkpoint(run_id, local, config, changed)
 
 
-def _from_mirror(client: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:
+def _from_mirror(runs: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:
     """Where the run's mirrored checkpoint (`checkpoint.mirror_to_mlflow`) is put, downloaded
     from its artifacts, when the directory it was written to is not on this machine."""
     import json
     import shutil
 
-    from mlflow.exceptions import MlflowException
-
-    from experiments.run.checkpoints import MIRROR, checkpoint_dir
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            mirrored = Path(client.download_artifacts(run_id, MIRROR, tmp))
+            mirrored = runs.download_artifact(run_id, MIRROR, tmp)
             sequence = int(json.loads((mirrored / "manifest.json").read_text())["sequence"])
-        except (MlflowException, OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError):
             return directory  # nothing mirrored: reported as missing below
         for target in (directory, checkpoint_dir(config, run_id).resolve()):
             try:

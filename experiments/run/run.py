@@ -18,7 +18,7 @@ import yaml
 
 from experiments.config.schema import ExperimentConfig, flatten
 from experiments.config.urls import redact_all
-from experiments.errors import TrainingFailed, UsageError
+from experiments.errors import TrainingFailed, UsageError, first_line
 from experiments.run import record as run_record
 from experiments.run.checkpoints import MIRROR, checkpointing
 from experiments.run.checkpoints import TAG as CHECKPOINT_TAG
@@ -26,7 +26,13 @@ from experiments.run.export import log_models
 from experiments.run.prepare import Prepared, prepare
 from experiments.run.resume import ResumePoint
 from experiments.run.signals import signals_deferred
-from experiments.run.tracking_setup import expected_metric_points, resolve_tracking_uri, run_tags
+from experiments.run.tracking_setup import (
+    TRACKING_BACKOFF_S,
+    TRACKING_RETRIES,
+    expected_metric_points,
+    resolve_tracking_uri,
+    run_tags,
+)
 from experiments.ui.compare_view import publish_compare_view
 from experiments.ui.links import VIEW_KEY, run_url, runs_view_url, ui_address
 from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
@@ -67,12 +73,17 @@ def run_experiment(
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
     prepared = prepare(config, resuming=resume is not None)  # seeds Python's `random`, …
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
+    from tracking.mlflow import MlflowOptions
 
     extra_tags = dict(tags or {})
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
     tags["mlflow.note.content"] = run_record.description(config, command=command)
     tags.update(extra_tags)
-    points = expected_metric_points(config, prepared.data.train)  # writer process at once?
+    options = MlflowOptions(
+        max_retries=TRACKING_RETRIES,
+        retry_backoff_s=TRACKING_BACKOFF_S,
+        expected_metric_points=expected_metric_points(config, prepared.data.train),
+    )  # a writer process at once when the run will log a lot
     try:
         # MLflow draws random run names from Python's `random`: with the seeded state every
         # run of a config would get the same name, and creating the run would shift the seeded
@@ -81,27 +92,21 @@ def run_experiment(
         random.seed()
         try:
             if resume is not None:
-                mlflow_sink = MlflowSink.resume(
-                    uri, resume.run_id, max_retries=2, expected_metric_points=points
-                )
+                mlflow_sink = MlflowSink.resume(uri, resume.run_id, options=options)
             else:
                 mlflow_sink = MlflowSink.start(
                     uri,
                     experiment=config.tracking.experiment,
                     run_name=config.tracking.run_name,
                     tags=tags,
-                    max_retries=2,  # on top of MLflow's own HTTP retries: fail in seconds
-                    expected_metric_points=points,
+                    options=options,
                 )
         finally:
             random.setstate(seeded)
     except Exception as error:  # unreachable server, unwritable store, deleted experiment
-        text = str(error).strip() or repr(error)
-        summary = text.splitlines()[0]
-        summary = summary if len(summary) <= 200 else summary[:200] + "…"
         raise UsageError(
-            f"cannot start an MLflow run at '{uri}': {summary}. Check that the store or server "
-            "is reachable, or pick another with --tracking-uri, tracking.uri or "
+            f"cannot start an MLflow run at '{uri}': {first_line(error)}. Check that the store "
+            "or server is reachable, or pick another with --tracking-uri, tracking.uri or "
             "MLFLOW_TRACKING_URI"
         ) from None
     tb_dir = Path(config.tracking.tensorboard_dir) / config.tracking.experiment / mlflow_sink.run_id

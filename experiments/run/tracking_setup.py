@@ -16,6 +16,7 @@ from experiments.errors import UsageError
 
 if TYPE_CHECKING:
     from experiments.config.schema import ExperimentConfig
+    from tracking.mlflow.runs import MlflowRuns
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
@@ -42,6 +43,20 @@ def resolve_tracking_uri(cli_uri: str | None, config_uri: str | None) -> str:
         if not urlparse(uri).hostname:
             raise UsageError(f"tracking URI '{uri}' has no host; write it like http://HOST:PORT")
     return uri
+
+
+# Every call to the tracking store, the run's sink included, is retried this many times on top
+# of MLflow's own HTTP retries (which the CLI keeps short): a dead server is reported in seconds.
+TRACKING_RETRIES = 2
+TRACKING_BACKOFF_S = 0.5
+
+
+def tracking_store(uri: str) -> MlflowRuns:
+    """The experiments and runs at `uri`, under the project's one retry policy."""
+    from tracking.mlflow.retry import RetryPolicy
+    from tracking.mlflow.runs import MlflowRuns
+
+    return MlflowRuns(uri, retry=RetryPolicy(TRACKING_RETRIES, TRACKING_BACKOFF_S))
 
 
 def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:

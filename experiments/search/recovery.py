@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from experiments.search import optuna_internals
 from experiments.search.study import RETRY_ATTR, RUN_ATTR, STATE_TAG
 
 NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's name
@@ -86,32 +87,26 @@ def fail_trial(study: Any, number: int) -> bool:
     return True
 
 
-def mark_run_failed(tracking_uri: str, run_id: str, why: str) -> None:
-    """Tag the trial's run as failed, and end it FAILED if its process could not."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    client.set_tag(run_id, STATE_TAG, "FAIL")
-    client.set_tag(run_id, "harness.exit", why)
-    if client.get_run(run_id).info.status == "RUNNING":  # died before it could close the run
-        client.set_tag(run_id, "error", f"the trial process {why}")
-        client.set_terminated(run_id, status="FAILED")
+def mark_run_failed(runs: Any, run_id: str, why: str) -> None:
+    """Tag the trial's run as failed (`runs`: an `MlflowRuns`), and end it FAILED if its
+    process could not."""
+    runs.fail(run_id, f"the trial process {why}", tags={STATE_TAG: "FAIL", "harness.exit": why})
 
 
-def hand_back(study: Any, trial_id: int, tracking_uri: str) -> bool:
+def hand_back(study: Any, trial_id: int, runs: Any) -> bool:
     """An orphaned trial that stopped, checkpointed: FAIL it and enqueue its continuation (the
     same attempt: it did not fail, its supervisor went). False if it had ended already."""
-    frozen = study._storage.get_trial(trial_id)
+    frozen = optuna_internals.frozen_trial(study, trial_id)
     run_id = frozen.user_attrs.get(RUN_ATTR)
     if run_id is not None:
-        mark_run_failed(tracking_uri, run_id, "stopped: its supervisor ended")
+        mark_run_failed(runs, run_id, "stopped: its supervisor ended")
     if not fail_trial(study, frozen.number):
         return False
     enqueue_continuation(study, frozen, attempt=int(frozen.user_attrs.get(ATTEMPT_ATTR, 0)))
     return True
 
 
-def reap_dead_on_this_host(study: Any, tracking_uri: str, retries: int) -> list[int]:
+def reap_dead_on_this_host(study: Any, runs: Any, retries: int) -> list[int]:
     """FAIL the RUNNING trials whose supervisor and process both ended on this host without a
     word, and retry them (`search.retries`) from their checkpoints; their numbers."""
     import optuna
@@ -125,7 +120,7 @@ def reap_dead_on_this_host(study: Any, tracking_uri: str, retries: int) -> list[
             continue
         run_id = attrs.get(RUN_ATTR)
         if run_id is not None:
-            mark_run_failed(tracking_uri, run_id, "ended with its supervisor, without a word")
+            mark_run_failed(runs, run_id, "ended with its supervisor, without a word")
         if not fail_trial(study, frozen.number):
             continue
         retry(study, frozen, retries)

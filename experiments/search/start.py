@@ -7,9 +7,9 @@ before a study or a run exists.
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,12 @@ from experiments.config.schema import ExperimentConfig
 from experiments.config.search_schema import SearchSection
 from experiments.config.urls import redact
 from experiments.errors import UsageError
+from experiments.search.launcher import LocalLauncher
+from experiments.search.parent import ParentRun, Refresher, best_trials
+from experiments.search.slots import Slot, parse_devices
 from experiments.search.space import apply
 from experiments.search.study import (
     BASE_ATTR,
-    PARENT_ATTR,
     SETTINGS_ATTR,
     TARGET_ATTR,
     ask_lock,
@@ -31,7 +33,7 @@ from experiments.search.study import (
     default_storage,
     open_storage,
 )
-from experiments.search.supervisor import Supervisor, parse_devices
+from experiments.search.supervisor import Supervisor, TrialBrief
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def run_search(
     echo: Callable[[str], None] = print,
 ) -> SearchResult:
     """Run (or continue) the study of `config.search`; `n_trials` more trials when given."""
-    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.run.tracking_setup import resolve_tracking_uri, tracking_store
 
     search = _search_section(config)
     check_sampler_available(search)
@@ -86,10 +88,11 @@ def run_search(
     else:
         target = None if trials is None else max(trials, stored or 0)
     study.set_user_attr(TARGET_ATTR, target)
-    parent = _parent_run(study, uri, config.tracking.experiment, name, storage_url, search)
-    return _supervise(
-        study, opened, storage_url, base, search, slots, uri, parent, existed=existed, echo=echo
+    runs = tracking_store(uri)
+    parent = ParentRun.open(
+        runs, study, search, experiment=config.tracking.experiment, storage=storage_url
     )
+    return _supervise(study, opened, storage_url, base, slots, parent, existed=existed, echo=echo)
 
 
 def run_worker(
@@ -104,7 +107,7 @@ def run_worker(
     settings and base config are the study's own; it runs trials until the study's target."""
     import optuna
 
-    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.run.tracking_setup import resolve_tracking_uri, tracking_store
 
     slots = parse_devices(devices)
     opened = open_storage(storage, slots=max(len(slots), 2))  # never SQLite: several writers
@@ -126,10 +129,10 @@ def run_worker(
     study, _ = create_or_load(opened, study_name, search)  # with its sampler and pruner
     uri = resolve_tracking_uri(tracking_uri, None)
     experiment = base.get("tracking", {}).get("experiment", study_name)
-    parent = _parent_run(study, uri, experiment, study_name, storage, search)
-    return _supervise(
-        study, opened, storage, base, search, slots, uri, parent, existed=True, echo=echo
+    parent = ParentRun.open(
+        tracking_store(uri), study, search, experiment=experiment, storage=storage
     )
+    return _supervise(study, opened, storage, base, slots, parent, existed=True, echo=echo)
 
 
 def _supervise(
@@ -137,15 +140,13 @@ def _supervise(
     opened: Any,
     storage_url: str,
     base: dict[str, Any],
-    search: SearchSection,
-    slots: list[Any],
-    uri: str,
-    parent: str,
+    slots: list[Slot],
+    parent: ParentRun,
     *,
     existed: bool,
     echo: Callable[[str], None],
 ) -> SearchResult:
-    name = study.study_name
+    name, search = study.study_name, parent.search
     target = study.user_attrs.get(TARGET_ATTR)
     folder = Path("searches", name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,57 +158,65 @@ def _supervise(
     echo(
         f"study '{name}' ({'continued' if existed else 'new'}) in {redact(storage_url)}: "
         f"{target if target is not None else 'unlimited'} trials over {len(slots)} slot(s) "
-        f"({', '.join(s.name for s in slots)}); MLflow parent run {parent}"
+        f"({', '.join(s.name for s in slots)}); MLflow parent run {parent.run_id}"
     )
-    supervisor = Supervisor(
-        study=study,
-        storage_url=storage_url,
-        base=base,
-        search=search,
-        slots=slots,
-        tracking_uri=uri,
-        parent_run_id=parent,
-        folder=folder,
-        n_trials=target,
-        timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
-        journal=journal,
-        echo=echo,
-        after_trial=_Refresher(study, uri, parent, search),
-    )
-    try:
-        error = _run_with_progress(supervisor, target)
-    except KeyboardInterrupt:
-        supervisor.stop_all()
-        _close_parent(uri, parent, "KILLED")
-        raise
-    except Exception:  # the supervisor itself broke: its trials are stopped, not orphaned
-        supervisor.stop_all()
-        _close_parent(uri, parent, "FAILED")
-        raise
+    brief = TrialBrief(base, storage_url, parent.runs.tracking_uri, parent.run_id, folder)
+    with _trial_display(target, echo) as (show, progress):
+        supervisor = Supervisor(
+            study,
+            search,
+            slots=slots,
+            brief=brief,
+            runs=parent.runs,
+            launcher=LocalLauncher(),
+            n_trials=target,
+            timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
+            journal=journal,
+            echo=show,
+            progress=progress,
+            after_trial=Refresher(parent.refresh),
+        )
+        try:
+            error = supervisor.run()
+        except KeyboardInterrupt:
+            supervisor.stop_all()
+            parent.close("KILLED")
+            raise
+        except Exception:  # the supervisor itself broke: its trials are stopped, not orphaned
+            supervisor.stop_all()
+            parent.close("FAILED")
+            raise
     if error is not None:
         if existed:
-            _refresh_parent(study, uri, parent, search)
-            _close_parent(uri, parent, "FAILED")
+            parent.refresh()
+            parent.close("FAILED")
         else:  # bad input found by the first trial: leave no study and no parent run behind
-            _discard(opened, name, uri, parent)
+            import optuna
+
+            parent.discard()
+            optuna.delete_study(study_name=name, storage=opened)
         raise UsageError(error)
-    _refresh_parent(study, uri, parent, search)
+    parent.refresh()
     # Under the ask lock: supervisors ending together would each register the same best run.
-    with ask_lock(study._storage, name, journal):
-        registered = _register_best(study, uri, search.register_as or name)
+    with ask_lock(study, journal):
+        registered = parent.register_best(search.register_as or name)
     if registered:
         echo(registered)
-    _close_parent(uri, parent, "FINISHED")
-    return SearchResult(name, redact(storage_url), parent, supervisor.counts, _best(study, search))
+    parent.close("FINISHED")
+    return SearchResult(
+        name, redact(storage_url), parent.run_id, supervisor.counts, _best(study, search)
+    )
 
 
-def _run_with_progress(supervisor: Supervisor, target: int | None) -> str | None:
-    """`supervisor.run()`, under a progress bar of trials when the output is a terminal (its
-    lines print above the bar); a line per trial only, when piped."""
-    import sys
-
+@contextmanager
+def _trial_display(
+    target: int | None, echo: Callable[[str], None]
+) -> Iterator[tuple[Callable[[str], None], Callable[[int, str], None] | None]]:
+    """Where the supervisor's lines and progress go: under a progress bar of trials when the
+    output is a terminal (its lines print above the bar); a line per trial only, when piped."""
     if not sys.stdout.isatty():
-        return supervisor.run()
+        yield echo, None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -218,10 +227,11 @@ def _run_with_progress(supervisor: Supervisor, target: int | None) -> str | None
         TimeElapsedColumn(),
     )
     with Progress(*columns) as bar:
-        task = bar.add_task(supervisor.status(), total=target)
-        supervisor.echo = lambda line: bar.console.print(line, markup=False, highlight=False)
-        supervisor.progress = lambda done, text: bar.update(task, completed=done, description=text)
-        return supervisor.run()
+        task = bar.add_task("starting", total=target)
+        yield (
+            lambda line: bar.console.print(line, markup=False, highlight=False),
+            lambda done, text: bar.update(task, completed=done, description=text),
+        )
 
 
 def _search_section(config: ExperimentConfig) -> SearchSection:
@@ -258,163 +268,9 @@ def _check_paths(base: dict[str, Any], search: SearchSection) -> None:
                 ) from None
 
 
-def _parent_run(
-    study: Any, uri: str, experiment: str, name: str, storage: str, search: SearchSection
-) -> str:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if parent is not None:
-        client.update_run(parent, status="RUNNING")
-        return str(parent)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"search {name}",
-        tags={
-            "harness.study": name,
-            "harness.role": "study",
-            "harness.storage": redact(storage),
-            "harness.search_metric": ",".join(search.metrics),
-            "harness.search_direction": ",".join(search.directions),
-        },
-    )
-    study.set_user_attr(PARENT_ATTR, run.info.run_id)
-    return str(run.info.run_id)
-
-
 def _best(study: Any, search: SearchSection) -> dict[str, Any] | None:
-    best = study.best_trials if len(search.metrics) > 1 else _single_best(study)
+    best = best_trials(study, search)
     if not best:
         return None
     first = best[0]
     return {"number": first.number, "values": first.values, "params": first.params}
-
-
-def _single_best(study: Any) -> list[Any]:
-    try:
-        return [study.best_trial]
-    except ValueError:
-        return []
-
-
-class _Refresher:
-    """After each trial: the parent's best value and table; its plots at most every 30 s, and
-    no more often than keeps drawing them (seconds of CPU as the study grows) to 5 % of the
-    supervisor's time, so the slots keep the cores."""
-
-    def __init__(self, study: Any, uri: str, parent: str, search: SearchSection) -> None:
-        self.args = (study, uri, parent, search)
-        self.next_plot_at = 0.0
-
-    def __call__(self) -> None:
-        started = time.monotonic()
-        plots = started >= self.next_plot_at
-        _refresh_parent(*self.args, plots=plots)
-        if plots:
-            took = time.monotonic() - started
-            self.next_plot_at = started + max(30.0, 20 * took)
-
-
-def _refresh_parent(
-    study: Any, uri: str, parent: str, search: SearchSection, *, plots: bool = True
-) -> None:
-    """The parent run's best value (a metric, one point per finished trial), best params
-    (tags `best.<path>`) and the table of all trials (`trials.csv`)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    best = _best(study, search)
-    if best is not None:
-        for metric, value in zip(search.metrics, best["values"], strict=True):
-            key = f"best_{metric}"
-            if len(finished) not in {m.step for m in client.get_metric_history(parent, key)}:
-                client.log_metric(parent, key, value, step=len(finished))
-        for path, value in best["params"].items():
-            client.set_tag(parent, f"best.{path}", str(value))
-        client.set_tag(parent, "best.trial_number", str(best["number"]))
-        if len(search.metrics) > 1:  # no single best: the trials no other beats on both
-            front = sorted(t.number for t in study.best_trials)
-            client.set_tag(parent, "best.pareto_front", ",".join(map(str, front)))
-    frame = study.trials_dataframe()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trials.csv"
-        frame.to_csv(path, index=False)
-        client.log_artifact(parent, str(path))
-        if plots and finished:
-            from experiments.search.plots import write_plots
-
-            folder = Path(tmp) / "plots"
-            folder.mkdir()
-            if write_plots(study, folder):
-                client.log_artifacts(parent, str(folder), artifact_path="plots")
-
-
-def _register_best(study: Any, uri: str, name: str) -> str | None:
-    """Register the best trial's model as a new version of `name` (if it is not already the
-    latest); the line to print, or None."""
-    from mlflow.tracking import MlflowClient
-
-    from experiments.search.study import RUN_ATTR
-
-    if len(study.directions) > 1:
-        return None  # no single best to register: the Pareto front is tagged on the parent
-    best = _single_best(study)
-    run_id = best[0].user_attrs.get(RUN_ATTR) if best else None
-    if run_id is None:
-        return None
-    client = MlflowClient(uri)
-    experiment_id = client.get_run(run_id).info.experiment_id
-    models = [
-        m
-        for m in client.search_logged_models([experiment_id])
-        if m.source_run_id == run_id and m.name == "model"
-    ]
-    if not models:
-        return None
-    model = models[-1]
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:
-        versions = []
-    if any(v.run_id == run_id for v in versions):
-        return None  # already the registered best
-    if not versions:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            client.create_registered_model(name, tags={"harness.study": study.study_name})
-        except MlflowException as error:  # registered already, with no versions yet
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-    version = client.create_model_version(
-        name,
-        source=model.artifact_location,  # not models:/: resolved against the global URI
-        run_id=run_id,
-        model_id=model.model_id,
-        tags={"harness.trial_number": str(best[0].number)},
-    )
-    return f"registered the best trial's model as '{name}' version {version.version}"
-
-
-def _discard(storage: Any, name: str, uri: str, parent: str) -> None:
-    import optuna
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment_id = client.get_run(parent).info.experiment_id
-    children = client.search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
-    )
-    for run in [*children, client.get_run(parent)]:
-        client.delete_run(run.info.run_id)
-    optuna.delete_study(study_name=name, storage=storage)
-
-
-def _close_parent(uri: str, parent: str, status: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(uri).set_terminated(parent, status=status)

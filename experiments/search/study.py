@@ -24,6 +24,7 @@ from typing import Any
 from experiments.config.search_schema import SearchSection
 from experiments.config.urls import postgres_driver_problem, redact
 from experiments.errors import UsageError
+from experiments.search import optuna_internals
 from experiments.search.space import grid
 
 SETTINGS_ATTR = "harness.search"  # the study's user attribute holding `search:` as JSON
@@ -189,14 +190,8 @@ def load_for_trial(storage: Any, name: str) -> Any:
     )
 
 
-def behind_cache(storage: Any) -> Any:
-    """The storage itself: a study's storage is Optuna's cache in front of an RDB storage,
-    which holds the engine and the heartbeat settings."""
-    return getattr(storage, "_backend", storage)
-
-
 @contextlib.contextmanager
-def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[None]:
+def ask_lock(study: Any, journal: Path | None) -> Iterator[None]:
     """Held while a supervisor counts the study's trials and asks for one, so supervisors on
     several machines never ask for more than the target: a PostgreSQL advisory lock, or a
     file lock beside a journal file (one machine)."""
@@ -208,13 +203,13 @@ def ask_lock(storage: Any, study_name: str, journal: Path | None) -> Iterator[No
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
-    engine = getattr(behind_cache(storage), "engine", None)
+    engine = getattr(optuna_internals.backend(study), "engine", None)
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return
     from sqlalchemy import text
 
-    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:7], "big")
+    key = int.from_bytes(hashlib.sha256(study.study_name.encode()).digest()[:7], "big")
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:

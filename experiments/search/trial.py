@@ -1,6 +1,6 @@
 """One Optuna trial in its own process, started by the search supervisor:
 
-    python -m experiments.search.trial TRIAL.json
+    python -m experiments.search.trial TRIAL.json   (a `TrialSpec`)
 
 The supervisor sets `CUDA_VISIBLE_DEVICES` (and memory growth) before this process imports
 TensorFlow. The trial trains its config as a tracked child run of the study's parent run,
@@ -41,6 +41,8 @@ class MetricNotLogged(UsageError):
 class ReportToOptuna(keras.callbacks.Callback):
     """At each epoch's end: report `metric` to the trial, and stop the run if Optuna prunes."""
 
+    stateless = True  # the reports live in the study's storage
+
     def __init__(self, trial: Any, metrics: list[str], *, prune: bool) -> None:
         super().__init__()
         self.trial, self.metrics, self.prune = trial, metrics, prune
@@ -59,12 +61,6 @@ class ReportToOptuna(keras.callbacks.Callback):
         self.trial.report(float(logs[self.metrics[0]]), step=epoch + 1)
         if self.trial.should_prune():
             raise TrialPruned(f"pruned by Optuna after epoch {epoch + 1}")
-
-    def state(self) -> None:  # the reports live in the study's storage
-        return None
-
-    def restore(self, state: None) -> None:
-        pass
 
 
 def best_value(history: dict[str, list[float]], metric: str, direction: str) -> float:
@@ -98,33 +94,33 @@ def main(argv: list[str]) -> int:
 
     from experiments.config.schema import ExperimentConfig
     from experiments.run.run import run_experiment
+    from experiments.run.tracking_setup import tracking_store
+    from experiments.search import optuna_internals
+    from experiments.search.spec import TrialSpec
     from experiments.search.study import load_for_trial, open_storage
 
     orphaned = stop_when_orphaned()
-    spec = json.loads(Path(argv[0]).read_text())
-    storage = open_storage(spec["storage"], slots=1)
-    study = load_for_trial(storage, spec["study"])
-    trial = optuna.trial.Trial(study, spec["trial_id"])
+    spec = TrialSpec.read(Path(argv[0]))
+    study = load_for_trial(open_storage(spec.storage, slots=1), spec.study)
+    trial = optuna_internals.trial_for(study, spec.trial_id)
     number = trial.number
-    config = ExperimentConfig.model_validate(spec["config"])
-    search = spec["search"]
-    metrics, directions = search["metrics"], search["directions"]
+    config = ExperimentConfig.model_validate(spec.config)
     tags = {
-        "mlflow.parentRunId": spec["parent_run_id"],
-        "harness.study": spec["study"],
+        "mlflow.parentRunId": spec.parent_run_id,
+        "harness.study": spec.study,
         "harness.trial_number": str(number),
         "harness.device": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        "harness.trial_log": spec["log"],
-        "harness.trial_params": json.dumps(spec["params"]),
+        "harness.trial_log": spec.log,
+        "harness.trial_params": json.dumps(spec.params),
         STATE_TAG: "RUNNING",
     }
-    report = ReportToOptuna(trial, metrics, prune=len(metrics) == 1)
+    report = ReportToOptuna(trial, spec.metrics, prune=len(spec.metrics) == 1)
     resume = None
-    if spec.get("resume_run"):  # a retry: continue the dead trial's run from its checkpoint
+    if spec.resume_run:  # a retry: continue the dead trial's run from its checkpoint
         from experiments.run.resume import find_resume_point
 
         try:
-            config, resume = find_resume_point(spec["resume_run"], spec["tracking_uri"], [], config)
+            config, resume = find_resume_point(spec.resume_run, spec.tracking_uri, [], config)
         except UsageError as error:
             print(f"no checkpoint to resume ({error}); training afresh", file=sys.stderr)
 
@@ -134,7 +130,7 @@ def main(argv: list[str]) -> int:
     try:
         result = run_experiment(
             config,
-            tracking_uri=spec["tracking_uri"],
+            tracking_uri=spec.tracking_uri,
             command=f"harness search (trial {number})",
             resume=resume,
             tags=tags,
@@ -148,7 +144,7 @@ def main(argv: list[str]) -> int:
         if orphaned.is_set():  # nobody else will end the trial: it continues next time
             from experiments.search.recovery import hand_back
 
-            hand_back(study, spec["trial_id"], spec["tracking_uri"])
+            hand_back(study, spec.trial_id, tracking_store(spec.tracking_uri))
             print("stopped: the search supervisor ended; continued by the next search")
         raise
     except (MetricNotLogged, UsageError, TrainingFailed) as error:
@@ -158,14 +154,13 @@ def main(argv: list[str]) -> int:
         return 2 if isinstance(error, UsageError) else 1
     values = [
         best_value(result.history, metric, direction)
-        for metric, direction in zip(metrics, directions, strict=True)
+        for metric, direction in zip(spec.metrics, spec.directions, strict=True)
     ]
     study.tell(number, values if len(values) > 1 else values[0])
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(spec["tracking_uri"])
-    client.set_tag(result.run_id, VALUE_TAG, ",".join(f"{v:.8g}" for v in values))
-    client.set_tag(result.run_id, STATE_TAG, "COMPLETE")
+    tracking_store(spec.tracking_uri).set_tags(
+        result.run_id,
+        {VALUE_TAG: ",".join(f"{v:.8g}" for v in values), STATE_TAG: "COMPLETE"},
+    )
     return 0
 
 

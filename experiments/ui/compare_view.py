@@ -37,16 +37,16 @@ def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterabl
     The columns of earlier runs stay: the view holds the union. Returns whether the view is
     saved; a failure only warns, since the run itself is tracked already.
     """
-    from mlflow.tracking import MlflowClient
+    from experiments.run.tracking_setup import tracking_store
 
-    client = MlflowClient(tracking_uri)
     tag = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}"
     try:
-        saved = client.get_experiment(experiment_id).tags.get(tag)
+        runs = tracking_store(tracking_uri)
+        saved = runs.get_experiment(experiment_id).tags.get(tag)
         known = _saved_metrics(saved)
         state = compare_view_state(COMPARED_PARAMS, compared_metrics({*known, *metrics}))
         if state != saved:
-            client.set_experiment_tag(experiment_id, tag, state)
+            runs.set_experiment_tag(experiment_id, tag, state)
     except Exception as error:
         warnings.warn(
             f"could not save the runs-table view of experiment {experiment_id}: {error!r}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.errors import UsageError
 from experiments.ui.compare_view import COMPARED_PARAMS, compared_metrics
 
 _SHOWN = ("run_id", "run_name", "status", "dataset")
@@ -15,14 +16,22 @@ MAIN_PARAMS = (*COMPARED_PARAMS, "data.name", "trainer.epochs")
 def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
     """Recent runs as a DataFrame: id, name, status, main params, final epoch metrics.
 
-    Reads through an `MlflowClient` for `tracking_uri`; MLflow's global tracking URI is never
-    touched, so this is safe beside runs logging elsewhere in the same process.
+    Raises:
+        UsageError: `experiment` does not exist; the message lists those that do.
     """
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
-    rows = [_row(run) for run in _search(client, experiment, tracking_uri, limit)]
+    from experiments.run.tracking_setup import tracking_store
+    from tracking.mlflow.queries import ExperimentNotFound, recent_runs
+
+    try:
+        found = recent_runs(tracking_store(tracking_uri), experiment, limit=limit)
+    except ExperimentNotFound as missing:
+        raise UsageError(
+            f"--experiment: no experiment named '{missing.name}' at {tracking_uri}. "
+            f"Known experiments: {', '.join(missing.known) or 'none yet'}"
+        ) from None
+    rows = [_row(run) for run in found]
     if not rows:
         return pd.DataFrame(columns=["run_id", "run_name", "status"])
     frame = pd.DataFrame(rows)
@@ -49,25 +58,6 @@ def _row(run: Any) -> dict[str, Any]:
         {f"metrics.{key}": value for key, value in run.data.metrics.items() if "/" not in key}
     )
     return row
-
-
-def _search(client: Any, experiment: str | None, tracking_uri: str, limit: int) -> list[Any]:
-    from experiments.errors import UsageError
-
-    if experiment is not None:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            names = [e.name for e in client.search_experiments()]
-            raise UsageError(
-                f"--experiment: no experiment named '{experiment}' at {tracking_uri}. "
-                f"Known experiments: {', '.join(names) or 'none yet'}"
-            )
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    if not ids:
-        return []
-    return list(client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"]))
 
 
 def print_table(frame: Any) -> None:
@@ -105,16 +95,12 @@ def study_frame(tracking_uri: str, study: str) -> Any:
     import json
 
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
-    from experiments.errors import UsageError
+    from experiments.run.tracking_setup import tracking_store
+    from tracking.mlflow.queries import tagged_runs
 
-    client = MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(
-        experiments,
-        filter_string=f"tags.`harness.study` = '{study}' and tags.`harness.role` = 'study'",
-    )
+    runs = tracking_store(tracking_uri)
+    parents = tagged_runs(runs, {"harness.study": study, "harness.role": "study"})
     if not parents:
         raise UsageError(
             f"no study '{study}' in {tracking_uri}: name a study that harness search ran "
@@ -125,10 +111,7 @@ def study_frame(tracking_uri: str, study: str) -> Any:
     ascending = tags.get("harness.search_direction", "minimize").split(",")[0] == "minimize"
     rows = []
     for parent in parents:
-        for run in client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-        ):
+        for run in runs.child_runs(parent):
             row = {
                 "trial": int(run.data.tags.get("harness.trial_number", -1)),
                 "state": run.data.tags.get("harness.trial_state", run.info.status),

@@ -11,9 +11,8 @@ import threading
 import time
 import webbrowser
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from experiments.errors import UsageError
+from experiments.errors import UsageError, first_line
 from experiments.ui.links import VIEW_KEY, VIEW_STATE_TAG_PREFIX, runs_view_url
 
 _START_TIMEOUT_S = 120.0
@@ -170,33 +169,17 @@ def _announce(address: str, tracking_uri: str, *, open_browser: bool) -> None:
 
 def _runs_view(address: str, tracking_uri: str) -> str:
     """The runs view of the newest experiment, with the compared columns if it has them."""
-    from mlflow.exceptions import MlflowException
-    from requests import RequestException
+    from experiments.run.tracking_setup import tracking_store
+    from tracking.mlflow.queries import latest_experiment
 
     try:
-        experiment = latest_experiment(tracking_uri)
-    except (MlflowException, RequestException, OSError) as error:
-        summary = (str(error).strip().splitlines() or [repr(error)])[0][:200]
+        experiment = latest_experiment(tracking_store(tracking_uri))
+    except Exception as error:  # an unreachable server, an unreadable store
         raise UsageError(
-            f"cannot read the MLflow store at '{tracking_uri}': {summary}. Check that the "
-            "server is running, or pick another store with --tracking-uri"
+            f"cannot read the MLflow store at '{tracking_uri}': {first_line(error)}. Check "
+            "that the server is running, or pick another store with --tracking-uri"
         ) from None
     if experiment is None:
         return f"{address}/#/experiments"
     saved = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}" in experiment.tags
     return runs_view_url(address, experiment.experiment_id, view_key=VIEW_KEY if saved else None)
-
-
-def latest_experiment(tracking_uri: str) -> Any | None:
-    """The experiment of the most recent run, else the newest experiment, else None."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiments = client.search_experiments(order_by=["creation_time DESC"])
-    if not experiments:
-        return None
-    ids = [e.experiment_id for e in experiments]
-    latest = client.search_runs(ids, max_results=1, order_by=["attributes.start_time DESC"])
-    if not latest:
-        return experiments[0]
-    return next(e for e in experiments if e.experiment_id == latest[0].info.experiment_id)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import keras
 
+from harness import keras_internals
 from harness.callbacks.batches import batches_done
 from harness.logs import scalar_logs
 from harness.step_events import STEP_EVENTS_PARAM, StepEnd
@@ -58,6 +59,7 @@ class MetricsLogger(keras.callbacks.Callback):
 
     async_safe = True
     step_events_only = True  # in the harness's loop, on_train_step_end replaces the batch hook
+    stateless = True  # each epoch starts from the optimizer's (restored) step
 
     def __init__(
         self,
@@ -143,13 +145,6 @@ class MetricsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
 
-    def state(self) -> None:
-        """Nothing to save: each epoch starts from the optimizer's (restored) step."""
-        return None
-
-    def restore(self, state: None) -> None:
-        pass
-
     def _log_step(
         self,
         logs: dict[str, float],
@@ -167,9 +162,9 @@ class MetricsLogger(keras.callbacks.Callback):
 
     def _fit_applied_lr(self, step: int) -> float:
         """Inside plain `fit`: the rate update `step` (1-based) applied, read afterwards."""
-        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
-        schedule = getattr(optimizer, "_learning_rate", None)
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        optimizer = keras_internals.inner_optimizer(self.model.optimizer)
+        schedule = keras_internals.learning_rate_schedule(optimizer)
+        if schedule is not None:
             return _as_float(schedule(step - 1))
         # Read at every logged step: callbacks may change the rate between batches (warm-up).
         return _as_float(optimizer.learning_rate)

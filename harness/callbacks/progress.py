@@ -31,6 +31,7 @@ class ProgressLogger(keras.callbacks.Callback):
     # loop it follows on_train_step_end (off the training thread) instead of batch hooks.
     async_safe = True
     step_events_only = True
+    stateless = True  # what it shows is redrawn from the epoch a resumed run starts at
 
     def __init__(
         self, mode: str = "auto", *, interval_s: float = 10.0, stream: TextIO | None = None

@@ -1,13 +1,10 @@
-"""Checkpoints on disk: atomic, checksummed, retained by policy, written off the training thread.
+"""`CheckpointStore`: a run's checkpoints, atomic, retained by policy, written off the
+training thread.
 
-A checkpoint is one directory, `ckpt-<sequence>`, holding `state.pkl` (what
-`TrainingLoop.capture_state()` returned: plain Python and NumPy, pickled with the arrays out
-of band) and `manifest.json` (the
-step, epoch and batch it was taken at, the monitored value, the SHA-256 of `state.pkl`, and the
-caller's metadata: the MLflow run id, the config). A save is written aside (`.tmp-...`),
-fsynced, then renamed into place, so a crash or a full disk mid-write leaves the checkpoints
-before it intact; loading verifies the checksum and falls back to the one before a damaged
-checkpoint, with a warning naming both.
+Each checkpoint is a directory in the format of `harness.checkpoints.format`. A save is
+written aside (`.tmp-...`), fsynced, then renamed into place, so a crash or a full disk
+mid-write leaves the checkpoints before it intact; loading verifies the checksum and falls back
+to the one before a damaged checkpoint, with a warning naming both.
 
 The training thread only captures (copies of the values); pickling, writing, fsync and
 retention run on a writer thread. A save that finds the previous one still writing waits for
@@ -25,77 +22,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import re
 import shutil
-import struct
 import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.checkpoints.format import (
+    FORMAT,
+    MANIFEST_FILE,
+    NAME,
+    STATE_FILE,
+    TMP,
+    CheckpointInfo,
+    DamagedCheckpoint,
+    deserialise,
+    fsync_directory,
+    info_of,
+    read_manifest,
+    serialise,
+    write_synced,
+)
 from harness.state import materialize
 
-__all__ = ["CheckpointInfo", "CheckpointStore", "Checkpointing", "DamagedCheckpoint"]
-
-_NAME = re.compile(r"ckpt-(\d{6,})")
-_TMP = re.compile(r"\.tmp-ckpt-\d{6,}-\d+")
-STATE_FILE, MANIFEST_FILE = "state.pkl", "manifest.json"
-FORMAT = 1
-MAGIC = b"HARNESS-STATE-1\n"
-
-
-class DamagedCheckpoint(ValueError):
-    """A checkpoint whose files are missing, truncated or do not match their checksum."""
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a checkpoint's manifest says about it."""
-
-    path: Path
-    sequence: int
-    step: int  # optimizer updates
-    epoch: int  # the epoch in progress (counted from 0), or the next after an epoch end
-    batch: int  # batches of that epoch already trained
-    epoch_end: bool
-    monitor: float | None
-    permanent: bool
-    saved_at: float
-    metadata: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)  # the epoch's, at an epoch end
-
-
-@dataclass
-class Checkpointing:
-    """When the training loop saves into `store`: always at optimizer-update boundaries.
-
-    Args:
-        store: where checkpoints go.
-        every_n_steps: every n optimizer updates' worth of batches (None: not by steps).
-        every_n_epochs: at the end of every n-th epoch (None: not by epochs).
-        every_n_minutes: at the first update boundary after n minutes since the last save.
-        metadata: stored in each manifest (the MLflow run id, the config).
-        before_write: called on the writer thread before a checkpoint is put in place, e.g.
-            a metric sink's flush: what was logged up to a checkpoint is delivered before the
-            checkpoint exists, so a run resumed from it cannot have lost those metrics.
-        after_write: called on the writer thread with the checkpoint's path once it is in
-            place (e.g. to upload it); its failure is warned about, the checkpoint stays.
-
-    The loop also saves when a stop is requested (SIGTERM, SIGINT), before it raises
-    `TrainingInterrupted`, and when training ends.
-    """
-
-    store: CheckpointStore
-    every_n_steps: int | None = None
-    every_n_epochs: int | None = 1
-    every_n_minutes: float | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    before_write: Callable[[], None] | None = None
-    after_write: Callable[[Path], None] | None = None
+__all__ = ["CheckpointStore"]
 
 
 class CheckpointStore:
@@ -132,7 +84,7 @@ class CheckpointStore:
         self.keep_every_n_epochs = keep_every_n_epochs
         self.directory.mkdir(parents=True, exist_ok=True)
         for entry in self.directory.iterdir():  # what a crash mid-write left behind
-            if _TMP.fullmatch(entry.name):
+            if TMP.fullmatch(entry.name):
                 shutil.rmtree(entry, ignore_errors=True)
         existing = [info.sequence for info in self.checkpoints()]
         self._sequence = max(existing, default=0)
@@ -236,19 +188,19 @@ class CheckpointStore:
         aside = self.directory / f".tmp-{path.name}-{os.getpid()}"
         aside.mkdir()
         try:
-            parts = _serialise(materialize(state))
-            _write_synced(aside / STATE_FILE, parts)
+            parts = serialise(materialize(state))
+            write_synced(aside / STATE_FILE, parts)
             digest = hashlib.sha256()
             for part in parts:
                 digest.update(part)
             manifest = {**manifest, "sha256": digest.hexdigest()}
             manifest["size"] = sum(memoryview(part).nbytes for part in parts)
-            _write_synced(aside / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
-            _fsync_directory(aside)
+            write_synced(aside / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+            fsync_directory(aside)
             if before_write is not None:
                 before_write()
             os.rename(aside, path)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except BaseException:
             shutil.rmtree(aside, ignore_errors=True)
             raise
@@ -259,10 +211,10 @@ class CheckpointStore:
         """The checkpoints whose manifest reads, oldest first (contents not verified)."""
         found = []
         for entry in self.directory.iterdir():
-            if not (_NAME.fullmatch(entry.name) and entry.is_dir()):
+            if not (NAME.fullmatch(entry.name) and entry.is_dir()):
                 continue
             try:
-                found.append(_info(entry, _manifest(entry)))
+                found.append(info_of(entry, read_manifest(entry)))
             except DamagedCheckpoint:
                 continue
         return sorted(found, key=lambda info: info.sequence)
@@ -274,7 +226,7 @@ class CheckpointStore:
             DamagedCheckpoint: files missing, truncated, or not matching the checksum.
         """
         path = Path(path)
-        manifest = _manifest(path)
+        manifest = read_manifest(path)
         try:
             file = path / STATE_FILE
             payload = bytearray(file.stat().st_size)  # writable: restored arrays may be too
@@ -284,7 +236,7 @@ class CheckpointStore:
             raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} unreadable ({error})") from None
         if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
             raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} does not match its checksum")
-        return _info(path, manifest), _deserialise(payload)
+        return info_of(path, manifest), deserialise(payload)
 
     def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         """The newest checkpoint that verifies; a damaged newer one is warned about, by name.
@@ -293,8 +245,8 @@ class CheckpointStore:
         """
         self._join()
         candidates = sorted(
-            (e for e in self.directory.iterdir() if _NAME.fullmatch(e.name) and e.is_dir()),
-            key=lambda e: int(_NAME.fullmatch(e.name).group(1)),  # type: ignore[union-attr]
+            (e for e in self.directory.iterdir() if NAME.fullmatch(e.name) and e.is_dir()),
+            key=lambda e: int(NAME.fullmatch(e.name).group(1)),  # type: ignore[union-attr]
             reverse=True,
         )
         damaged: list[str] = []
@@ -340,84 +292,3 @@ class CheckpointStore:
         for info in infos:
             if info.sequence not in keep:
                 shutil.rmtree(info.path, ignore_errors=True)
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-    except (OSError, ValueError) as error:
-        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} unreadable ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} is not a checkpoint manifest")
-    return manifest
-
-
-def _info(path: Path, manifest: dict[str, Any]) -> CheckpointInfo:
-    try:
-        return CheckpointInfo(
-            path=path,
-            sequence=int(manifest["sequence"]),
-            step=int(manifest["step"]),
-            epoch=int(manifest["epoch"]),
-            batch=int(manifest["batch"]),
-            epoch_end=bool(manifest["epoch_end"]),
-            monitor=manifest["monitor"],
-            permanent=bool(manifest["permanent"]),
-            saved_at=float(manifest["saved_at"]),
-            metadata=dict(manifest.get("metadata") or {}),
-            metrics=dict(manifest.get("metrics") or {}),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} lacks {error}") from None
-
-
-def _serialise(state: dict[str, Any]) -> list[Any]:
-    """`state` as bytes to write: a pickle whose large arrays stay out of band.
-
-    Pickle protocol 5 hands the NumPy arrays' buffers over instead of copying them into the
-    pickle, and writing and hashing those buffers release the GIL: the training thread is not
-    held up by the writer thread copying a large model into one bytes object.
-    Layout: `MAGIC`, the number of buffers and the pickle's length (8 bytes each), the pickle,
-    then each buffer's length and bytes.
-    """
-    buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(state, protocol=5, buffer_callback=buffers.append)
-    raws = [buffer.raw() for buffer in buffers]
-    parts: list[Any] = [MAGIC, struct.pack("<QQ", len(raws), len(head)), head]
-    for raw in raws:
-        parts += [struct.pack("<Q", raw.nbytes), raw]
-    return parts
-
-
-def _deserialise(payload: bytearray) -> dict[str, Any]:
-    view = memoryview(payload)
-    if bytes(view[: len(MAGIC)]) != MAGIC:
-        raise DamagedCheckpoint(f"{STATE_FILE} is not a checkpoint state")
-    offset = len(MAGIC)
-    count, head_size = struct.unpack_from("<QQ", view, offset)
-    offset += 16
-    head = view[offset : offset + head_size]
-    offset += head_size
-    buffers = []
-    for _ in range(count):
-        (size,) = struct.unpack_from("<Q", view, offset)
-        offset += 8
-        buffers.append(view[offset : offset + size])
-        offset += size
-    return dict(pickle.loads(head, buffers=buffers))
-
-
-def _write_synced(path: Path, payload: bytes | list[Any]) -> None:
-    with open(path, "wb") as file:
-        for part in [payload] if isinstance(payload, bytes) else payload:
-            file.write(part)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -24,9 +24,9 @@ from harness import keras_internals
 from harness.step.engines import Engine
 from harness.step.gradient_tape import Logs, Step
 from harness.step.gradients import GradientPipeline
+from harness.step.outputs import StepOutputs
 
-Extras = dict[str, Any]
-TrainFunction = Callable[[Any], tuple[Logs, Extras]]
+TrainFunction = Callable[[Any], tuple[Logs, StepOutputs]]
 TestFunction = Callable[[Any], Logs]
 
 
@@ -79,11 +79,8 @@ def build_train_function(
     ema: Any | None = None,
     gradients: GradientPipeline | None = None,
 ) -> TrainFunction:
-    """`fn(iterator) -> (logs, extras)` over one execution.
+    """`fn(iterator) -> (logs, StepOutputs)` over one execution.
 
-    `extras`: `iterations`, `learning_rate`, `batch` (the last batch's own logs; under
-    accumulation, those of the update's micro-batches together), `values`
-    (further per-step metrics: the gradient norm, skipped steps) and `halted_at`.
     With `ema` (a `WeightAverage`), its update runs right after each step's update, in the
     same compiled call, in either engine, and only when the optimizer did update. With
     `gradients` (a `GradientPipeline`), every update's gradients pass through it.
@@ -94,7 +91,7 @@ def build_train_function(
     gradients.build()
     update_start = _UpdateStart(model, gradients) if gradients.accumulation_steps > 1 else None
 
-    def one_step(data: Any) -> tuple[Logs, Extras]:
+    def one_step(data: Any) -> tuple[Logs, StepOutputs]:
         # Nothing of the step may run unless its batch arrived: inlined into the caller's
         # graph, the optimizer's `iterations += 1` depends on no data and would otherwise
         # run even when reading the batch fails at the end of the data (an extra "step").
@@ -117,14 +114,14 @@ def build_train_function(
                 # Post-update work, in graph; a micro-batch or a skipped step updated nothing.
                 ema.update(iterations, applied=iterations > updates_before)
             batch = _batch_values(model, before, logs)
-        extras = {
-            "iterations": iterations,
-            "learning_rate": learning_rate,
-            "batch": batch,
-            "values": gradients.step_values(),
-            "halted_at": gradients.halted_at(),
-        }
-        return logs, extras
+        outputs = StepOutputs(
+            iterations=iterations,
+            learning_rate=learning_rate,
+            batch=batch,
+            values=gradients.step_values(),
+            halted_at=gradients.halted_at(),
+        )
+        return logs, outputs
 
     return _several_per_call(model, one_step)
 

@@ -20,6 +20,7 @@ then run inside `apply` on what the pipeline passes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
@@ -89,7 +90,7 @@ class GradientPipeline:
         """Create the pipeline's variables; after the optimizer is built, before tracing."""
         if self._variables is not None:
             return
-        optimizer = _inner(self.model.optimizer)
+        optimizer = keras_internals.inner_optimizer(self.model.optimizer)
         with self.model.distribute_strategy.scope():
             self._variables = {
                 "grad_norm": keras.Variable(0.0, "float32", trainable=False, name="grad_norm"),
@@ -137,47 +138,27 @@ class GradientPipeline:
     def installed(self) -> Iterator[None]:
         """Inside the block (while a step is traced), updates go through the pipeline."""
         self.build()
-        inner = _inner(self.model.optimizer)
-        original = inner.apply
-        inner.apply = lambda grads, trainable_variables=None: self._apply(
-            original, grads, trainable_variables
-        )
-        patched = [inner]
-        if self.model.distribute_strategy.num_replicas_in_sync > 1:
-            patched += self._sum_across_replicas_first()
-        try:
+        optimizer = self.model.optimizer
+        inner = keras_internals.inner_optimizer(optimizer)
+        with contextlib.ExitStack() as patches:
+            patches.enter_context(keras_internals.routing_apply(inner, self._apply))
+            if self.model.distribute_strategy.num_replicas_in_sync > 1:
+                # Keras sums the replicas' gradients only inside the inner optimizer's update,
+                # after clipping, so a norm, a NaN check or a clip before it would see one
+                # replica's share. Summed on entry (each replica's loss is already divided by
+                # their number), everything after — loss scaling's overflow check, our norm,
+                # accumulation, Keras's clipping — sees the global batch's gradient.
+                patches.enter_context(
+                    keras_internals.summing_replicas_on_entry(optimizer, _sum_over_replicas)
+                )
             if self.lr_multipliers:
-                with keras_internals.scaling_learning_rates(inner, self.lr_multipliers):
-                    yield
-            else:
-                yield
-        finally:
-            for optimizer in patched:
-                for name in ("apply", "_all_reduce_sum_gradients"):
-                    optimizer.__dict__.pop(name, None)
-
-    def _sum_across_replicas_first(self) -> list[Any]:
-        """Under a strategy of several replicas, sum the gradients across them on the way in.
-
-        Keras sums them only inside the inner optimizer's update, after clipping, so a norm,
-        a NaN check or a clip before it would see one replica's share. Summed on entry (the
-        loss of each replica is already divided by their number), everything after — loss
-        scaling's overflow check, our norm, accumulation, Keras's clipping — sees the
-        gradient of the global batch, the same on every replica, and Keras must not sum it
-        again.
-        """
-        outer, inner = self.model.optimizer, _inner(self.model.optimizer)
-        entry = outer.apply  # the pipeline itself when there is no loss-scale wrapper
-
-        def summed_apply(grads: Any, trainable_variables: Any = None) -> None:
-            entry(_sum_over_replicas(list(grads)), trainable_variables)
-
-        outer.apply = summed_apply
-        inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
-        return [outer]
+                patches.enter_context(
+                    keras_internals.scaling_learning_rates(inner, self.lr_multipliers)
+                )
+            yield
 
     def _apply(self, original: Any, grads: Any, variables: Any) -> None:
-        optimizer = _inner(self.model.optimizer)
+        optimizer = keras_internals.inner_optimizer(self.model.optimizer)
         if variables is None:
             variables = keras_internals.optimizer_variables(optimizer)
         variables = list(variables)
@@ -203,7 +184,7 @@ class GradientPipeline:
         context.merge_call(in_cross_replica, args=(grads,))
 
     def _update(self, original: Any, grads: list[Any], variables: list[Any]) -> None:
-        optimizer = _inner(self.model.optimizer)
+        optimizer = keras_internals.inner_optimizer(self.model.optimizer)
         if self.accumulation_steps == 1:
             self._guarded(original, grads, variables)
             return
@@ -243,7 +224,7 @@ class GradientPipeline:
             ops.cond(finite, lambda: original(grads, variables), skip)
             return
         halted = state["halted_at"]
-        iterations = _inner(self.model.optimizer).iterations
+        iterations = keras_internals.inner_optimizer(self.model.optimizer).iterations
 
         def halt() -> None:
             first = ops.equal(halted, 0)
@@ -300,8 +281,3 @@ def _sum_over_replicas(grads: list[Any]) -> list[Any]:
     for i, value in zip(present, summed, strict=True):
         out[i] = value
     return out
-
-
-def _inner(optimizer: Any) -> Any:
-    """The optimizer that applies unscaled gradients (inside a loss-scale wrapper)."""
-    return getattr(optimizer, "inner_optimizer", optimizer)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from harness import keras_internals
 from tests.harness.problems import digits, make_model
+
+pytestmark = pytest.mark.door("keras", "harness/keras_internals.py")
 
 
 def _spec() -> tuple[tf.TensorSpec, tf.TensorSpec]:

@@ -38,8 +38,10 @@ def _memory(tmp_path: Path, start_mlflow_sink: Any) -> tuple[Sink, list[Readback
 
 
 def _mlflow(tmp_path: Path, start_mlflow_sink: Any) -> tuple[Sink, list[Readback]]:
+    from mlflow.tracking import MlflowClient
+
     sink = start_mlflow_sink()
-    client, run_id = sink._client, sink.run_id
+    client, run_id = MlflowClient(sink.tracking_uri), sink.run_id
 
     def history(name: str) -> list[tuple[int, float]]:
         metrics = client.get_metric_history(run_id, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -43,3 +44,24 @@ def call_with_retries(fn: Callable[[], T], *, max_retries: int, backoff_s: float
                 raise
             time.sleep(backoff_s * 2**attempt)
             attempt += 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How every call to MLflow is retried: `max_retries` times on a transient failure,
+    waiting `backoff_s`, then twice that, and so on; permanent failures are raised at once.
+
+    Example:
+        >>> retry = RetryPolicy(max_retries=2)
+        >>> run = retry(lambda: client.get_run(run_id))
+    """
+
+    max_retries: int = 5
+    backoff_s: float = 0.5
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        return call_with_retries(fn, max_retries=self.max_retries, backoff_s=self.backoff_s)
+
+    def once(self) -> RetryPolicy:
+        """No retries: for a backend that just failed every retry (it is probably down)."""
+        return RetryPolicy(max_retries=0, backoff_s=0.0)

@@ -10,27 +10,23 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from tracking.dataset import DatasetRecord
+from tracking.mlflow.delivery.process import MetricProcess
 from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
 from tracking.mlflow.delivery.spill import read_spill_file, spill_path, write_spill_file
-from tracking.mlflow.delivery.writer import DEFAULT_CHILD_AFTER_CPU_S, MetricWriter
+from tracking.mlflow.delivery.writer import MetricWriter
 from tracking.mlflow.keras_model.log import log_keras_model
-from tracking.mlflow.retry import call_with_retries
+from tracking.mlflow.options import MlflowOptions
+from tracking.mlflow.runs import MAX_TAGS_PER_BATCH, MlflowRuns
 from tracking.sink import RunStatus, Sink, check_status
 
-try:
-    from mlflow.entities import Param, RunTag
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-except ImportError as exc:  # pragma: no cover - mlflow is a declared dependency
-    raise ImportError("MlflowSink needs MLflow: pip install 'mlflow>=3.5'") from exc
-
-T = TypeVar("T")
-
-# MLflow's per-request and per-value limits (mlflow.utils.validation).
-_MAX_PARAMS_TAGS_PER_BATCH = 100
+# MLflow's per-value limits (mlflow.utils.validation).
 _MAX_PARAM_VALUE_LENGTH = 6000
 _MAX_TAG_VALUE_LENGTH = 8000
 _MAX_ERROR_TAG_LENGTH = 5000
@@ -44,6 +40,9 @@ class MlflowSink(Sink):
     sent synchronously. Metrics that cannot be delivered are never dropped: they are retried
     at every flush and, if still unsent at `close`, saved to `mlflow-unsent-<run_id>.jsonl`.
 
+    How it delivers (retries, the metric writer process, ...) is an `MlflowOptions`, given as
+    `options=` or as its keyword arguments to the constructor, `start` and `resume` alike.
+
     Example:
         sink = MlflowSink.start("sqlite:///mlflow.db", experiment="mnist", run_name="trial-3")
         sink.log_params({"lr": 1e-3})
@@ -56,45 +55,19 @@ class MlflowSink(Sink):
         client: MlflowClient,
         run_id: str,
         *,
-        max_retries: int = 5,
-        retry_backoff_s: float = 0.5,
-        send_interval_s: float = 1.0,
-        metrics_in_subprocess: bool = True,
-        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
-        expected_metric_points: int | None = None,
-        writer_timeout_s: float = 120.0,
+        options: MlflowOptions | None = None,
+        **settings: Any,
     ) -> None:
         """Attach to the existing run `run_id` (e.g. to resume it).
 
-        With `metrics_in_subprocess` (the default), metric batches are written by a child
-        process once MLflow's work on them has cost `subprocess_after_cpu_s` of CPU in the
-        sender thread (0: from the start), so at every-step logging MLflow's per-point Python
-        work does not compete with training for the GIL, and a short run does not pay ~2 CPU-s
-        to start the child; `expected_metric_points`, when the caller knows about how many
-        points the run will log, starts the child at once if they would cost more than that.
-        A child that takes longer than `writer_timeout_s` for one batch (a locked store, a
-        server that never answers) is killed and the batch retried.
+        Raises:
+            ValueError: an option out of range; TypeError: a setting that is no option.
         """
-        if max_retries < 0:
-            raise ValueError(f"`max_retries` must be >= 0. Received: max_retries={max_retries}")
-        if retry_backoff_s < 0:
-            raise ValueError(
-                f"`retry_backoff_s` must be >= 0. Received: retry_backoff_s={retry_backoff_s}"
-            )
-        if send_interval_s <= 0:
-            raise ValueError(
-                f"`send_interval_s` must be > 0. Received: send_interval_s={send_interval_s}"
-            )
-        if subprocess_after_cpu_s < 0:
-            raise ValueError(
-                "`subprocess_after_cpu_s` must be >= 0. "
-                f"Received: subprocess_after_cpu_s={subprocess_after_cpu_s}"
-            )
+        self.options = options = MlflowOptions.of(options, settings)
+        self._runs = MlflowRuns(str(client.tracking_uri), retry=options.retry, client=client)
         self._client = client
         self._run_id = run_id
         self._experiment_id: str | None = None
-        self._max_retries = max_retries
-        self._retry_backoff_s = retry_backoff_s
         self._closed = False
         self._params: dict[str, str] = {}
         self._logged: set[tuple[str, int]] = set()  # (key, step) the run held when resumed
@@ -104,16 +77,15 @@ class MlflowSink(Sink):
         self._writer = MetricWriter(
             client,
             run_id,
-            in_subprocess=metrics_in_subprocess,
-            child_after_cpu_s=subprocess_after_cpu_s,
-            expected_points=expected_metric_points,
-            reply_timeout_s=writer_timeout_s,
+            in_subprocess=options.metrics_in_subprocess,
+            child_after_cpu_s=options.subprocess_after_cpu_s,
+            expected_points=options.expected_metric_points,
+            reply_timeout_s=options.writer_timeout_s,
         )
         self._sender = MetricSender(
             self._writer.send,
-            interval_s=send_interval_s,
-            max_retries=max_retries,
-            retry_backoff_s=retry_backoff_s,
+            interval_s=options.send_interval_s,
+            retry=options.retry,
             name=f"mlflow-metrics-{run_id[:8]}",
         )
 
@@ -126,39 +98,18 @@ class MlflowSink(Sink):
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         artifact_location: str | None = None,
-        max_retries: int = 5,
-        retry_backoff_s: float = 0.5,
-        metrics_in_subprocess: bool = True,
-        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
-        expected_metric_points: int | None = None,
+        options: MlflowOptions | None = None,
+        **settings: Any,
     ) -> MlflowSink:
         """Create a run in `experiment` (created if missing) and return a sink for it.
 
         `artifact_location` is used only when the experiment is created here.
         """
-        client = MlflowClient(tracking_uri)
-        retry = functools.partial(
-            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
-        )
-        experiment_id = retry(
-            lambda: _get_or_create_experiment(
-                client, experiment, artifact_location=artifact_location
-            )
-        )
-        run = retry(
-            lambda: client.create_run(
-                experiment_id, run_name=run_name, tags=dict(tags) if tags else None
-            )
-        )
-        sink = cls(
-            client,
-            run.info.run_id,
-            max_retries=max_retries,
-            retry_backoff_s=retry_backoff_s,
-            metrics_in_subprocess=metrics_in_subprocess,
-            subprocess_after_cpu_s=subprocess_after_cpu_s,
-            expected_metric_points=expected_metric_points,
-        )
+        options = MlflowOptions.of(options, settings)
+        runs = MlflowRuns(tracking_uri, retry=options.retry)
+        experiment_id = runs.experiment_id(experiment, artifact_location=artifact_location)
+        run_id = runs.create_run(experiment_id, run_name=run_name, tags=tags)
+        sink = cls(runs.client, run_id, options=options)
         sink._experiment_id = experiment_id
         return sink
 
@@ -168,38 +119,29 @@ class MlflowSink(Sink):
         tracking_uri: str,
         run_id: str,
         *,
-        max_retries: int = 5,
-        retry_backoff_s: float = 0.5,
-        metrics_in_subprocess: bool = True,
-        subprocess_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
-        expected_metric_points: int | None = None,
+        options: MlflowOptions | None = None,
+        **settings: Any,
     ) -> MlflowSink:
         """Continue the existing run `run_id`: RUNNING again, and each metric step logged once.
 
         Steps a resumed training recomputes that the run already holds are not sent again
         (recomputed exactly, they are the same values); steps it lacks (lost in flight when
         the process died) are. Params already logged are not sent again either.
+
+        Raises:
+            RunNotFound: the store has no run `run_id`.
         """
-        client = MlflowClient(tracking_uri)
-        retry = functools.partial(
-            call_with_retries, max_retries=max_retries, backoff_s=retry_backoff_s
-        )
-        run = retry(lambda: client.get_run(run_id))
-        logged: set[tuple[str, int]] = set()
-        for key in run.data.metrics:
-            history = retry(functools.partial(client.get_metric_history, run_id, key))
-            logged.update((key, int(m.step)) for m in history)
-        _replay_spilled(client, run_id, logged, retry)
-        retry(lambda: client.update_run(run_id, status="RUNNING"))
-        sink = cls(
-            client,
-            run_id,
-            max_retries=max_retries,
-            retry_backoff_s=retry_backoff_s,
-            metrics_in_subprocess=metrics_in_subprocess,
-            subprocess_after_cpu_s=subprocess_after_cpu_s,
-            expected_metric_points=expected_metric_points,
-        )
+        options = MlflowOptions.of(options, settings)
+        runs = MlflowRuns(tracking_uri, retry=options.retry)
+        run = runs.get_run(run_id)
+        logged = {
+            (key, int(point.step))
+            for key in run.data.metrics
+            for point in runs.metric_history(run_id, key)
+        }
+        _replay_spilled(runs, run_id, logged)
+        runs.set_status(run_id, "RUNNING")
+        sink = cls(runs.client, run_id, options=options)
         sink._experiment_id = str(run.info.experiment_id)
         sink._logged = logged
         sink._held_params = set(run.data.params)
@@ -215,9 +157,15 @@ class MlflowSink(Sink):
     def experiment_id(self) -> str:
         """The experiment holding the run (looked up once when attached to an existing run)."""
         if self._experiment_id is None:
-            run = self._retry(lambda: self._client.get_run(self._run_id))
+            run = self._runs.get_run(self._run_id)
             self._experiment_id = str(run.info.experiment_id)
         return self._experiment_id
+
+    @property
+    def metric_writer(self) -> MetricProcess | None:
+        """The child process that writes metric batches once that is worth it (its `pid` is
+        None until then); None with `metrics_in_subprocess=False`."""
+        return self._writer.process
 
     @property
     def tracking_uri(self) -> str:
@@ -253,15 +201,7 @@ class MlflowSink(Sink):
         self, local_path: str | os.PathLike[str], *, artifact_path: str | None = None
     ) -> None:
         self._check_open()
-        path = Path(local_path)
-        if path.is_dir():
-            self._retry(lambda: self._client.log_artifacts(self._run_id, str(path), artifact_path))
-        elif path.is_file():
-            self._retry(lambda: self._client.log_artifact(self._run_id, str(path), artifact_path))
-        else:
-            raise FileNotFoundError(
-                f"`local_path` must be an existing file or directory. Received: {str(path)!r}"
-            )
+        self._runs.log_artifact(self._run_id, local_path, artifact_path=artifact_path)
 
     def log_model(
         self,
@@ -295,7 +235,7 @@ class MlflowSink(Sink):
             step=step,
             params=self._params,
             metrics=linked,
-            retry=self._retry,
+            retry=self._runs.retry,
         )
 
     def _point(self, key: str, value: float, step: int) -> tuple[str, float, int, int]:
@@ -304,7 +244,7 @@ class MlflowSink(Sink):
         latest = self._latest.get(key)
         if latest is not None and latest[1:3] == (value, step):
             return latest
-        history = self._retry(lambda: self._client.get_metric_history(self._run_id, key))
+        history = self._runs.metric_history(self._run_id, key)
         for metric in history:
             if metric.step == step and metric.value == value:
                 return (key, value, step, metric.timestamp)
@@ -316,7 +256,7 @@ class MlflowSink(Sink):
 
         self._check_open()
         entity = dataset_input(dataset)
-        self._retry(lambda: _log_inputs(self._client, self._run_id, entity))
+        self._runs.retry(lambda: _log_inputs(self._client, self._run_id, entity))
 
     def monitor_system(self, every_s: float, *, scope: str = "host") -> None:
         """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
@@ -336,20 +276,20 @@ class MlflowSink(Sink):
         if self._system_monitor is not None:
             return
         try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            import psutil  # noqa: F401  (MLflow's monitor samples through it)
         except ImportError as exc:
             raise ImportError("system metrics need psutil: pip install psutil") from exc
+        from tracking.mlflow.mlflow_internals import start_system_monitor
+        from tracking.mlflow.system_metrics import own_monitors
+
         # Its start/stop INFO lines would land in the user's terminal on every run.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-        monitor = SystemMetricsMonitor(
-            self._run_id, sampling_interval=every_s, tracking_uri=self.tracking_uri
+        self._system_monitor = start_system_monitor(
+            self._run_id,
+            every_s=every_s,
+            tracking_uri=self.tracking_uri,
+            monitors=own_monitors() if scope == "own" else None,
         )
-        if scope == "own":
-            from tracking.mlflow.system_metrics import own_monitors
-
-            monitor.monitors = own_monitors()
-        monitor.start()
-        self._system_monitor = monitor
 
     def flush(self, *, wait: bool = True) -> None:
         if self._closed:
@@ -365,7 +305,7 @@ class MlflowSink(Sink):
         if self._closed:
             return
         self._closed = True
-        retry = self._retry
+        runs = self._runs
         try:
             if self._system_monitor is not None:
                 _finish_system_metrics(self._system_monitor, run_id=self._run_id)
@@ -375,18 +315,18 @@ class MlflowSink(Sink):
             # A backend that just failed every retry is probably down: try the rest once each,
             # so closing against a dead server does not take several full retry cycles.
             if self._sender.failing:
-                retry = functools.partial(call_with_retries, max_retries=0, backoff_s=0)
+                runs = runs.with_retry(runs.retry.once())
             if unsent:
                 self._spill(unsent)
             if error is not None:
-                self._record_error(error, retry)
+                self._record_error(error, runs)
         finally:
             # Whatever happened above (even a second Ctrl-C), the run must not stay RUNNING.
-            self._terminate(status, retry)
+            self._terminate(status, runs)
 
-    def _terminate(self, status: RunStatus, retry: Callable[[Callable[[], Any]], Any]) -> None:
+    def _terminate(self, status: RunStatus, runs: MlflowRuns) -> None:
         try:
-            retry(lambda: self._client.set_terminated(self._run_id, status=status))
+            runs.set_status(self._run_id, status)
         except Exception as exc:
             warnings.warn(
                 f"MLflow run {self._run_id}: could not set its status to {status} ({exc!r}); "
@@ -397,21 +337,21 @@ class MlflowSink(Sink):
             )
 
     def _log_batch_in_chunks(self, entities: list[Any], kind: str) -> None:
-        for start in range(0, len(entities), _MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = entities[start : start + _MAX_PARAMS_TAGS_PER_BATCH]
+        for start in range(0, len(entities), MAX_TAGS_PER_BATCH):
+            chunk = entities[start : start + MAX_TAGS_PER_BATCH]
             kwargs = {kind: chunk}
-            self._retry(
+            self._runs.retry(
                 functools.partial(self._client.log_batch, self._run_id, synchronous=True, **kwargs)
             )
 
-    def _record_error(self, error: str, retry: Callable[[Callable[[], Any]], Any]) -> None:
+    def _record_error(self, error: str, runs: MlflowRuns) -> None:
         tag = error[:_MAX_ERROR_TAG_LENGTH]  # the full text goes to the error.txt artifact
         try:
-            retry(lambda: self._client.set_tag(self._run_id, "error", tag, synchronous=True))
+            runs.set_tags(self._run_id, {"error": tag})
             with tempfile.TemporaryDirectory(prefix="mlflow-error-") as tmp:
                 path = Path(tmp) / "error.txt"
                 path.write_text(error, encoding="utf-8")
-                retry(lambda: self._client.log_artifact(self._run_id, str(path)))
+                runs.log_artifact(self._run_id, path)
         except Exception as exc:
             warnings.warn(
                 f"MLflow run {self._run_id}: could not record the run's error ({exc!r}). "
@@ -433,9 +373,6 @@ class MlflowSink(Sink):
             stacklevel=3,
         )
 
-    def _retry(self, fn: Callable[[], T]) -> T:
-        return call_with_retries(fn, max_retries=self._max_retries, backoff_s=self._retry_backoff_s)
-
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(
@@ -445,37 +382,13 @@ class MlflowSink(Sink):
 
 
 def _finish_system_metrics(monitor: Any, *, run_id: str) -> None:
-    """Stop the monitor and publish its last, partial interval too (MLflow's own `finish`
-    drops it, so a run shorter than the interval would have no system metrics at all)."""
-    monitor.finish()
+    """Stop the monitor, its last partial interval published; a failure only warns."""
+    from tracking.mlflow.mlflow_internals import finish_system_monitor
+
     try:
-        monitor.collect_metrics()
-        monitor.publish_metrics(monitor.aggregate_metrics())
-        monitor.mlflow_logger.flush()
+        finish_system_monitor(monitor)
     except Exception as exc:
         warnings.warn(f"MLflow run {run_id}: last system metrics not sent ({exc!r})", stacklevel=3)
-
-
-def _get_or_create_experiment(
-    client: MlflowClient, name: str, *, artifact_location: str | None
-) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return str(client.create_experiment(name, artifact_location=artifact_location))
-        except MlflowException as exc:
-            # Another process created it between our lookup and create: use theirs.
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:  # deleted for good in between: report the conflict
-                raise
-    if experiment.lifecycle_stage == "deleted":
-        raise ValueError(
-            f"MLflow experiment {name!r} is deleted. Restore it (`mlflow experiments restore "
-            f"--experiment-id {experiment.experiment_id}`) or choose another name."
-        )
-    return str(experiment.experiment_id)
 
 
 def _log_inputs(client: MlflowClient, run_id: str, entity: Any) -> None:
@@ -527,9 +440,7 @@ def _warn_all(problems: list[str], *, run_id: str) -> None:
         warnings.warn(f"MLflow run {run_id}: {problem}", stacklevel=3)
 
 
-def _replay_spilled(
-    client: Any, run_id: str, logged: set[tuple[str, int]], retry: Callable[..., Any]
-) -> None:
+def _replay_spilled(runs: MlflowRuns, run_id: str, logged: set[tuple[str, int]]) -> None:
     """Send the points an earlier attempt of `run_id` saved to its unsent-metrics file (in the
     working directory or the temp directory) that the run lacks; then remove the file."""
     from mlflow.entities import Metric
@@ -545,7 +456,9 @@ def _replay_spilled(
                 Metric(key, value, timestamp, step)
                 for key, value, step, timestamp in points[start : start + MAX_METRICS_PER_BATCH]
             ]
-            retry(lambda batch=batch: client.log_batch(run_id, metrics=batch, synchronous=True))
+            runs.retry(
+                functools.partial(runs.client.log_batch, run_id, metrics=batch, synchronous=True)
+            )
         logged.update((key, step) for key, _, step, _ in points)
         path.unlink()
         warnings.warn(

@@ -21,7 +21,8 @@ import os
 from typing import Any
 
 import psutil
-from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonitor
+
+from tracking.mlflow.mlflow_internals import BaseMetricsMonitor, add_sample, samples
 
 _logger = logging.getLogger(__name__)
 
@@ -61,11 +62,11 @@ class ProcessMonitor(BaseMetricsMonitor):
                 resident += member.memory_info().rss
             except psutil.Error:
                 pass
-        self._metrics["process_cpu_utilization_percentage"].append(busy / self._cores)
-        self._metrics["process_memory_usage_megabytes"].append(resident / 1e6)
+        add_sample(self, "process_cpu_utilization_percentage", busy / self._cores)
+        add_sample(self, "process_memory_usage_megabytes", resident / 1e6)
 
     def aggregate_metrics(self) -> dict[str, float]:
-        return {k: round(sum(v) / len(v), 1) for k, v in self._metrics.items()}
+        return _means(self)
 
 
 def visible_gpu_ids(listed: str | None) -> list[str] | None:
@@ -115,14 +116,16 @@ class VisibleGPUMonitor(BaseMetricsMonitor):
             except nvml.NVMLError as exc:
                 _logger.warning("GPU %s metrics not read: %s", index, exc)
                 continue
-            self._metrics[f"gpu_{index}_utilization_percentage"].append(utilisation.gpu)
-            self._metrics[f"gpu_{index}_memory_usage_megabytes"].append(memory.used / 1e6)
-            self._metrics[f"gpu_{index}_memory_usage_percentage"].append(
-                round(memory.used / memory.total * 100, 1)
+            add_sample(self, f"gpu_{index}_utilization_percentage", utilisation.gpu)
+            add_sample(self, f"gpu_{index}_memory_usage_megabytes", memory.used / 1e6)
+            add_sample(
+                self,
+                f"gpu_{index}_memory_usage_percentage",
+                round(memory.used / memory.total * 100, 1),
             )
 
     def aggregate_metrics(self) -> dict[str, float]:
-        return {k: round(sum(v) / len(v), 1) for k, v in self._metrics.items()}
+        return _means(self)
 
 
 def own_monitors() -> list[BaseMetricsMonitor]:
@@ -136,3 +139,8 @@ def own_monitors() -> list[BaseMetricsMonitor]:
     except Exception as exc:  # no nvidia-ml-py, no driver, no GPU
         _logger.debug("no GPU system metrics: %s", exc)
     return monitors
+
+
+def _means(monitor: BaseMetricsMonitor) -> dict[str, float]:
+    """Each metric's mean over the interval, as MLflow's own monitors aggregate."""
+    return {name: round(sum(v) / len(v), 1) for name, v in samples(monitor).items() if v}

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
+from experiments.run.tracking_setup import tracking_store
 from experiments.search.recovery import (
     ATTEMPT_ATTR,
     PROCESS_ATTR,
@@ -59,7 +60,7 @@ def test_trials_of_a_dead_supervisor_and_process_are_failed_and_retried(
         runs[name] = client.create_run(experiment, run_name=name).info.run_id
         trial.set_user_attr(RUN_ATTR, runs[name])
 
-    reaped = reap_dead_on_this_host(study, mlflow_uri, retries=1)
+    reaped = reap_dead_on_this_host(study, tracking_store(mlflow_uri), retries=1)
 
     assert reaped == [0, 1]
     trials = study.get_trials()
@@ -76,9 +77,9 @@ def test_trials_of_a_dead_supervisor_and_process_are_failed_and_retried(
         assert retry.system_attrs["fixed_params"] == trials[number].params  # asked as they were
 
     # A second supervisor arriving finds nothing more to reap; retries spent: no new retry.
-    assert reap_dead_on_this_host(study, mlflow_uri, retries=1) == []
+    assert reap_dead_on_this_host(study, tracking_store(mlflow_uri), retries=1) == []
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a retry's turn
     assert trial.user_attrs[ATTEMPT_ATTR] == 1
     trial.set_user_attr(SUPERVISOR_ATTR, dead)
-    assert reap_dead_on_this_host(study, mlflow_uri, retries=1) == [trial.number]
+    assert reap_dead_on_this_host(study, tracking_store(mlflow_uri), retries=1) == [trial.number]
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1  # not again

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
+from experiments.search import optuna_internals
 from tests.experiments.configs import write_config
 from tests.paths import ROOT
 
@@ -550,7 +551,9 @@ def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_work
     # It ran on another machine: a supervisor here cannot see its processes, only its beats.
     for attr in ("harness.supervisor", "harness.trial_process"):
         recorded = trial.user_attrs[attr].split(":", 1)[1]
-        study._storage.set_trial_user_attr(trial._trial_id, attr, f"gone-host:{recorded}")
+        optuna_internals.storage(study).set_trial_user_attr(
+            optuna_internals.trial_id(trial), attr, f"gone-host:{recorded}"
+        )
 
     worker = _harness("worker", "--study", "vanished", *common, cwd=in_tmp)
     out, _ = worker.communicate(timeout=400)
@@ -566,44 +569,17 @@ def test_a_vanished_machine_s_trial_is_failed_by_heartbeat_and_retried_by_a_work
     assert "harness.resumed_from" in run.data.tags  # from the dead trial's checkpoint
 
 
-def test_the_progress_text_counts_trials_by_state_and_names_the_best() -> None:
-    from experiments.config.search_schema import SearchSection
-    from experiments.search.supervisor import Supervisor
-
-    study = optuna.create_study(direction="maximize")
-    for value in (0.5, 0.75):
-        trial = study.ask()
-        trial.suggest_float("optimizer.learning_rate", 0.001, 0.1)
-        study.tell(trial, value)
-    search = SearchSection.model_validate({"metric": "val_accuracy", "space": SPACE})
-    supervisor = Supervisor(study, "", {}, search, [], "", "", Path("."), 2, None)
-    supervisor.counts.update(complete=2, pruned=1)
-    seen: list[tuple[int, str]] = []
-    supervisor.progress = lambda done, text: seen.append((done, text))
-    supervisor._report()
-    assert seen == [
-        (
-            3,
-            "running 0 · complete 2 · pruned 1 · failed 0; best so far: trial 1, val_accuracy=0.75",
-        )
-    ]
-
-
-def test_the_parent_s_plots_are_redrawn_at_most_every_30_s_and_5_percent_of_the_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from experiments.search import start as search
+def test_the_parent_s_plots_are_redrawn_at_most_every_30_s_and_5_percent_of_the_time() -> None:
+    from experiments.search.parent import Refresher
 
     clock = [1000.0]
     drawn: list[bool] = []
 
-    def refresh(*args: Any, plots: bool) -> None:
+    def refresh(*, plots: bool) -> None:
         drawn.append(plots)
         clock[0] += 3.0 if plots else 0.1  # drawing the plots took 3 s, the table 0.1 s
 
-    monkeypatch.setattr(search.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(search, "_refresh_parent", refresh)
-    refresher = search._Refresher(None, "", "", None)  # type: ignore[arg-type]
+    refresher = Refresher(refresh, clock=lambda: clock[0])
     for gap in (0, 10, 20, 40, 10, 30, 30):  # seconds between trials' ends
         clock[0] += gap
         refresher()

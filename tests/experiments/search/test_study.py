@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from experiments.search import optuna_internals
 from experiments.search.study import ask_lock, open_storage
 
 
@@ -22,7 +23,7 @@ def _held_one_at_a_time(storage: Any, name: str, journal: Path | None) -> list[s
         study = optuna.load_study(study_name=name, storage=storage)
         if label == "b":
             first_inside.wait(10)
-        with ask_lock(study._storage, name, journal):
+        with ask_lock(study, journal):
             events.append(f"{label} in")
             first_inside.set()
             time.sleep(hold_s)
@@ -47,7 +48,8 @@ def test_the_ask_lock_holds_on_postgresql_behind_optuna_s_cache(
     optuna.create_study(study_name="locked", storage=storage)
     # A study's storage is Optuna's cache wrapper: the lock must reach the engine behind it.
     loaded = optuna.load_study(study_name="locked", storage=storage_url)
-    assert type(loaded._storage).__name__ == "_CachedStorage"
+    assert optuna_internals.storage(loaded) is not optuna_internals.backend(loaded)
+    assert optuna_internals.backend(loaded).engine.dialect.name == "postgresql"
     assert _held_one_at_a_time(storage_url, "locked", None) == ["a in", "a out", "b in", "b out"]
 
 

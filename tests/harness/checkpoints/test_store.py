@@ -62,7 +62,7 @@ def test_a_failed_write_leaves_the_previous_checkpoints_and_no_debris(
         path.write_bytes(b"the first bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "_write_synced", full_disk)
+    monkeypatch.setattr(checkpoints, "write_synced", full_disk)
     store.save(_state(2.0), step=2, epoch=0, batch=2)
     with pytest.warns(UserWarning, match="could not be written.*No space left"):
         store.wait()

@@ -79,8 +79,8 @@ class _CreatedInBetween(MlflowClient):
 
     def get_experiment_by_name(self, name: str) -> Any:
         found = super().get_experiment_by_name(name)
-        if not getattr(self, "_raced", False):
-            self._raced = True
+        if not getattr(self, "raced", False):
+            self.raced = True
             assert found is None
             MlflowClient(self.tracking_uri).create_experiment(name)
         return found
@@ -89,11 +89,11 @@ class _CreatedInBetween(MlflowClient):
 def test_an_experiment_created_between_lookup_and_create_is_used(
     mlflow_store: str, experiment_name: str
 ) -> None:
-    from tracking.mlflow.sink import _get_or_create_experiment
+    from tracking.mlflow.runs import MlflowRuns
 
     client = _CreatedInBetween(mlflow_store)
-    experiment_id = _get_or_create_experiment(client, experiment_name, artifact_location=None)
-    assert client._raced
+    experiment_id = MlflowRuns(mlflow_store, client=client).experiment_id(experiment_name)
+    assert client.raced
     assert (
         experiment_id
         == MlflowClient(mlflow_store).get_experiment_by_name(experiment_name).experiment_id

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tracking.mlflow.mlflow_internals import samples
 from tracking.mlflow.system_metrics import ProcessMonitor, own_monitors, visible_gpu_ids
 
 
@@ -43,10 +44,10 @@ def test_the_process_monitor_counts_its_children_over_its_own_cores() -> None:
     finally:
         busy.kill()
         busy.wait()
-    cpu = monitor._metrics["process_cpu_utilization_percentage"][-1]
+    cpu = samples(monitor)["process_cpu_utilization_percentage"][-1]
     cores = len(os.sched_getaffinity(0))
     assert cpu == pytest.approx(100 / cores, abs=35 / cores)  # one busy core of `cores`
-    memory = monitor._metrics["process_memory_usage_megabytes"][-1]
+    memory = samples(monitor)["process_memory_usage_megabytes"][-1]
     assert memory > 5  # this interpreter and its child, resident
     aggregated = monitor.aggregate_metrics()
     assert set(aggregated) == {

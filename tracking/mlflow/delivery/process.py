@@ -62,6 +62,23 @@ class MetricProcess:
         self._lock = threading.Lock()
         self.batches_sent = 0
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id; None when no child was started (or it was stopped)."""
+        proc = self._proc
+        return None if proc is None else proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether a child was started and has not ended."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    @property
+    def failed_starts(self) -> int:
+        """Children that died before they said they were ready."""
+        return self._failed_starts
+
     def start(self) -> None:
         """Start a child unless one runs; returns at once (`ready_now` says when it is ready).
 

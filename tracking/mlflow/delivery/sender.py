@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from tracking.mlflow.retry import call_with_retries, is_permanent
+from tracking.mlflow.retry import RetryPolicy, is_permanent
 
 # (key, value, step, timestamp in ms): a plain tuple is the cheapest thing to build on the
 # training thread; backend objects are made on the sender thread.
@@ -39,14 +39,12 @@ class MetricSender:
         send: Callable[[list[MetricPoint]], None],
         *,
         interval_s: float,
-        max_retries: int,
-        retry_backoff_s: float,
+        retry: RetryPolicy,
         name: str = "metric-sender",
     ) -> None:
         self._send = send
         self._interval_s = interval_s
-        self._max_retries = max_retries
-        self._retry_backoff_s = retry_backoff_s
+        self._retry = retry
         self._queue: deque[MetricPoint | _Barrier] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -137,7 +135,8 @@ class MetricSender:
                 self._failing = True
                 if force:
                     problems.append(
-                        f"sending metrics failed after {self._max_retries} retries ({exc!r}); "
+                        f"sending metrics failed after {self._retry.max_retries} retries "
+                        f"({exc!r}); "
                         f"{len(pending)} metric points are pending and will be retried at the "
                         "next flush"
                     )
@@ -176,8 +175,4 @@ class MetricSender:
         )
 
     def _send_with_retries(self, points: list[MetricPoint]) -> None:
-        call_with_retries(
-            lambda: self._send(points),
-            max_retries=self._max_retries,
-            backoff_s=self._retry_backoff_s,
-        )
+        self._retry(lambda: self._send(points))

@@ -22,9 +22,6 @@ from mlflow.tracking import MlflowClient
 from tracking.mlflow.delivery.process import MetricProcess
 from tracking.mlflow.delivery.sender import MetricPoint
 
-# About a tenth of what starting the child costs: a run that logs this much MLflow work in a
-# few seconds will log far more, and a short one never pays for the child.
-DEFAULT_CHILD_AFTER_CPU_S = 0.2
 # MLflow's Python work per metric point on a sqlite store, ~100-140 µs (docs/benchmarks.md).
 CPU_PER_POINT_S = 120e-6
 
@@ -50,7 +47,7 @@ class MetricWriter:
         run_id: str,
         *,
         in_subprocess: bool = True,
-        child_after_cpu_s: float = DEFAULT_CHILD_AFTER_CPU_S,
+        child_after_cpu_s: float,
         expected_points: int | None = None,
         reply_timeout_s: float = 120.0,
     ) -> None:

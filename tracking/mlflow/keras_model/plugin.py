@@ -35,20 +35,21 @@ class HarnessRunContext(RunContextProvider):
 
 
 def _wrap(module: Any) -> None:
-    original = module._load_keras_model
-    if getattr(original, "_harness", False):
-        return
+    # Imported here, not with the plugin: MLflow loads the plugin while it is imported itself.
+    from tracking.mlflow.mlflow_internals import wrap_keras_model_loader
 
-    def load_with_user_code(
-        path: str, model_conf: Any, custom_objects_: Any = None, **kwargs: Any
-    ) -> Any:
-        recorded = model_conf.flavors.get("keras", {}).get(FLAVOR_KEY)
-        if recorded:
-            custom_objects_ = {**custom_objects(path, recorded), **(custom_objects_ or {})}
-        return original(path, model_conf, custom_objects_, **kwargs)
+    def with_user_code(original: Any) -> Any:
+        def load_with_user_code(
+            path: str, model_conf: Any, custom_objects_: Any = None, **kwargs: Any
+        ) -> Any:
+            recorded = model_conf.flavors.get("keras", {}).get(FLAVOR_KEY)
+            if recorded:
+                custom_objects_ = {**custom_objects(path, recorded), **(custom_objects_ or {})}
+            return original(path, model_conf, custom_objects_, **kwargs)
 
-    load_with_user_code._harness = True  # type: ignore[attr-defined]
-    module._load_keras_model = load_with_user_code
+        return load_with_user_code
+
+    wrap_keras_model_loader(module, with_user_code)
 
 
 class _WrapOnImport(importlib.abc.MetaPathFinder):

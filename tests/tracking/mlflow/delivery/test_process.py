@@ -4,6 +4,7 @@ lost when that process dies."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -32,7 +33,7 @@ def test_a_short_run_writes_in_thread_and_starts_no_process(
     for step in range(50):
         sink.log_metrics({"a": float(step), "b": 1.0}, step=step)
     sink.flush()
-    assert sink._writer.process._proc is None  # well under the CPU it takes to start one
+    assert sink.metric_writer.pid is None  # well under the CPU it takes to start one
     sink.close()
     history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
     assert [(m.step, m.value) for m in history] == [(s, float(s)) for s in range(50)]
@@ -42,9 +43,9 @@ def test_a_run_past_the_cpu_budget_hands_its_batches_to_the_process(
     start_mlflow_sink: Any, mlflow_store: str
 ) -> None:
     sink = start_mlflow_sink(subprocess_after_cpu_s=0.001)
-    process = sink._writer.process
+    process = sink.metric_writer
     step = 0
-    while process._proc is None:  # the in-thread batches use up the budget
+    while process.pid is None:  # the in-thread batches use up the budget
         sink.log_metrics({"a": float(step)}, step=step)
         sink.flush()
         step += 1
@@ -56,8 +57,7 @@ def test_a_run_past_the_cpu_budget_hands_its_batches_to_the_process(
         step += 1
     assert process.batches_sent >= 3
     assert (
-        os.getpriority(os.PRIO_PROCESS, process._proc.pid)
-        >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+        os.getpriority(os.PRIO_PROCESS, process.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
     )  # training comes first
     sink.close()
     history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
@@ -69,15 +69,15 @@ def test_a_process_that_never_gets_ready_is_given_up_and_nothing_lost(
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")  # every child dies at once
     sink = start_mlflow_sink(subprocess_after_cpu_s=0)
-    process = sink._writer.process
+    process = sink.metric_writer
     for step in range(MAX_FAILED_STARTS + 3):
         sink.log_metrics({"a": float(step)}, step=step)
         sink.flush()
         deadline = time.monotonic() + 10
-        while process._proc is not None and process._proc.poll() is None:
+        while process.running:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-    assert process._failed_starts == MAX_FAILED_STARTS
+    assert process.failed_starts == MAX_FAILED_STARTS
     sink.close()
     history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
     assert [m.step for m in history] == list(range(MAX_FAILED_STARTS + 3))
@@ -87,9 +87,10 @@ def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_
     sink = start_mlflow_sink(retry_backoff_s=0.05, subprocess_after_cpu_s=0)
     sink.log_metrics({"a": 1.0}, step=1)
     sink.flush()
-    writer = _ready(sink._writer.process)._proc
-    writer.kill()
-    writer.wait()
+    writer = _ready(sink.metric_writer)
+    os.kill(writer.pid, signal.SIGKILL)
+    while writer.running:
+        time.sleep(0.01)
     sink.log_metrics({"a": 2.0, "b": 3.0}, step=2)
     sink.flush()
     sink.close()
@@ -99,7 +100,7 @@ def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_
         (2, 2.0),
     ]
     assert [m.value for m in client.get_metric_history(sink.run_id, "b")] == [3.0]
-    assert sink._writer.process._proc is None  # the replacement child was stopped at close
+    assert sink.metric_writer.pid is None  # the replacement child was stopped at close
 
 
 @pytest.mark.timeout(120)
@@ -116,7 +117,7 @@ def test_a_writer_that_never_hears_back_is_killed_and_the_batch_retried(
     writer = MetricProcess(uri, "0" * 32, reply_timeout_s=2)
     with pytest.raises(TimeoutError, match="did not write a batch within 2 s"):
         writer.send([("loss", 1.0, 1, 1000)])
-    assert writer._proc is None  # the stuck child was killed
+    assert writer.pid is None  # the stuck child was killed
     assert is_permanent(TimeoutError()) is False  # so MetricSender retries it in a new child
     writer.close()
     silent.close()
@@ -127,5 +128,5 @@ def test_a_run_that_will_log_a_lot_starts_the_process_at_once(
     start_mlflow_sink: Any, points: int, started: bool
 ) -> None:
     sink = start_mlflow_sink(expected_metric_points=points)
-    assert (sink._writer.process._proc is not None) is started  # before any batch
+    assert (sink.metric_writer.pid is not None) is started  # before any batch
     sink.close()

@@ -6,6 +6,7 @@ import threading
 import time
 
 from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
+from tracking.mlflow.retry import RetryPolicy
 
 
 class Refused(Exception):
@@ -43,7 +44,9 @@ def _points(n: int, key: str = "loss") -> list[MetricPoint]:
 
 
 def _sender(backend: Backend, *, interval_s: float = 60.0) -> MetricSender:
-    return MetricSender(backend.send, interval_s=interval_s, max_retries=1, retry_backoff_s=0.0)
+    return MetricSender(
+        backend.send, interval_s=interval_s, retry=RetryPolicy(max_retries=1, backoff_s=0.0)
+    )
 
 
 def test_points_wait_for_flush_and_arrive_in_order() -> None:

@@ -1,0 +1,78 @@
+"""The few private MLflow pieces `tracking` reuses, kept in one place.
+
+- The system-metrics monitor: MLflow's `SystemMetricsMonitor` samples the whole host; a run
+  of a search samples its own share (`tracking.mlflow.system_metrics`), so its list of
+  monitors is replaced, its samples are kept in each monitor's private `_metrics`, and the
+  last, partial interval is published by hand (MLflow's `finish` drops it).
+- The Keras flavor's loader, `mlflow.keras.load._load_keras_model`, which keras-harness's
+  MLflow plugin wraps so a logged model's recorded user code is imported when it loads.
+
+MLflow is pinned to a major version in `pyproject.toml`; if these move, only this module
+changes, and `tests/tracking/mlflow/test_mlflow_internals.py` names what broke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonitor
+
+__all__ = [
+    "BaseMetricsMonitor",
+    "add_sample",
+    "finish_system_monitor",
+    "samples",
+    "start_system_monitor",
+    "wrap_keras_model_loader",
+]
+
+
+def start_system_monitor(
+    run_id: str,
+    *,
+    every_s: float,
+    tracking_uri: str,
+    monitors: Sequence[BaseMetricsMonitor] | None = None,
+) -> Any:
+    """MLflow's system-metrics monitor for `run_id`, started; with `monitors`, those
+    sample instead of MLflow's own (the whole host's CPU, memory, disk, network, GPUs)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=tracking_uri)
+    if monitors is not None:
+        monitor.monitors = list(monitors)
+    monitor.start()
+    return monitor
+
+
+def finish_system_monitor(monitor: Any) -> None:
+    """Stop `monitor` and publish its last, partial interval too (a run shorter than the
+    sampling interval would otherwise have no system metrics at all)."""
+    monitor.finish()
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
+    monitor.mlflow_logger.flush()
+
+
+def add_sample(monitor: BaseMetricsMonitor, name: str, value: float) -> None:
+    """Record one sample of metric `name` in a monitor of ours (aggregated at publishing)."""
+    monitor._metrics[name].append(value)
+
+
+def samples(monitor: BaseMetricsMonitor) -> dict[str, list[float]]:
+    """The samples a monitor holds since it last published, by metric name."""
+    return {name: list(values) for name, values in monitor._metrics.items()}
+
+
+def wrap_keras_model_loader(
+    module: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> None:
+    """Replace the Keras flavor's loader in `mlflow.keras.load` (`module`) by `wrap(loader)`,
+    once: a loader that `wrap` returned before carries `_harness` and is left as it is."""
+    original = module._load_keras_model
+    if getattr(original, "_harness", False):
+        return
+    wrapped = wrap(original)
+    wrapped._harness = True  # type: ignore[attr-defined]
+    module._load_keras_model = wrapped
