@@ -44,16 +44,16 @@ def _search(root: Path, slots: int, trials: int) -> tuple[float, float, list[flo
     """The search's wall time, its trials' span (the first trial's start to the last trial's
     end: what the slots do, without the search's own start and end), and each trial's
     start-to-first-step time."""
-    from mlflow.tracking import MlflowClient
+    from experiments.tracking_setup import tracking_store
 
     wall, study, uri = timed_search(root / f"slots-{slots}", CONFIG, slots=slots, trials=trials)
-    client = MlflowClient(uri)
+    runs = tracking_store(uri)
     finished = study.get_trials()
     span = max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
     overheads = []
     for trial in finished:
         run_id = trial.user_attrs["harness.run_id"]
-        first = min(m.timestamp for m in client.get_metric_history(run_id, "step/batch_loss"))
+        first = min(m.timestamp for m in runs.metric_history(run_id, "step/batch_loss"))
         overheads.append(first / 1000 - trial.datetime_start.timestamp())
     return wall, span.total_seconds(), overheads
 

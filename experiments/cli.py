@@ -112,7 +112,7 @@ def _resume(
     config: ExperimentConfig | None = None,
 ) -> None:
     from experiments.run.resume import find_resume_point
-    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.tracking_setup import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
     loaded, point = find_resume_point(run_id, uri, overrides, config)
@@ -152,7 +152,7 @@ def ui(
     ] = False,
 ) -> None:
     """Serve the MLflow UI on the same store `harness run` writes to; print the runs view."""
-    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.tracking_setup import resolve_tracking_uri
     from experiments.ui.server import serve_ui
 
     uri = resolve_tracking_uri(tracking_uri, None)
@@ -244,7 +244,7 @@ def runs(
     ] = None,
 ) -> None:
     """A table of recent runs with their main params and final metrics."""
-    from experiments.run.tracking_setup import resolve_tracking_uri
+    from experiments.tracking_setup import resolve_tracking_uri
     from experiments.ui.runs_table import print_columns, print_table, runs_frame, study_frame
 
     uri = resolve_tracking_uri(tracking_uri, None)

@@ -1,6 +1,16 @@
 """The training engine: one loop for both engines, data sources, callbacks, state, stopping.
 
-Imports are lazy so `harness --help` does not pay for TensorFlow.
+- `loop`: `TrainingLoop`, the outer loop both engines share (Keras's events, the data
+  position, the global step, the registry of savable state); `trainer`: `train()`.
+- `step/`: how one batch becomes an update; `data/`: sources whose position is ours;
+  `callbacks/`: our callbacks and the step events; `checkpoints/`: saving and restoring.
+- `state`: the registry of savable state; `stopping`: stop at a step boundary; `schedules`,
+  `finetune`, `weight_decay`, `precision`, `devices`, `seeding`: what a run sets up.
+- `keras_internals`: the one door to Keras's private pieces and the optimizer patching.
+
+May import: keras, tensorflow, NumPy, rich. Never mlflow, optuna, `tracking` or
+`experiments`: sinks are passed in. Imports are lazy so `harness --help` does not pay for
+TensorFlow.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`TrainingLoop`: the one outer loop both engines share.
 
 It drives a `keras.callbacks.CallbackList` with exactly `Model.fit`'s events, order and `logs`
-keys — any Keras callback, or a user's own, behaves as in `fit()` — and owns what the roadmap
-needs to reach: the data position (`EpochIterator`), the global step (`optimizer.iterations`,
+keys — any Keras callback, or a user's own, behaves as in `fit()` — and owns what a run's
+continuation needs: the data position (`EpochIterator`), the global step (`optimizer.iterations`,
 read inside each compiled call), the stop flag checked between compiled calls, and the
 registry of savable state. An engine only supplies the compiled one-batch steps.
 """
@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from harness import keras_internals
+from harness.callbacks.events import STEP_EVENTS_PARAM, StepEventDispatcher
 from harness.checkpoints import Checkpointing, Saver
 from harness.data import EpochIterator, TrainingData
 from harness.state import CallbackStates, Parts, RandomState, StateRegistry, VariablesState
@@ -24,7 +25,6 @@ from harness.step.compiled import TestFunction, TrainFunction, compiled_function
 from harness.step.ema import WeightAverage
 from harness.step.engines import Engine, EngineName, get_engine
 from harness.step.gradients import GradientPipeline, NonFiniteGradients
-from harness.step_events import STEP_EVENTS_PARAM, StepEventDispatcher
 from harness.stopping import StopSignal, TrainingInterrupted
 
 

@@ -25,9 +25,13 @@ tf.config.set_logical_device_configuration(
 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real MLflow sqlite store shared by the session (its migrations take seconds)."""
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    return f"sqlite:///{db}"
+    """A real MLflow sqlite store shared by the session; its schema is created here, once
+    (its migrations take seconds), not inside the first test that uses it."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()
+    return uri
 
 
 @pytest.fixture

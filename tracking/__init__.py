@@ -1,7 +1,12 @@
 """Where a run's metrics go: the `Sink` interface and its MLflow, TensorBoard and test sinks.
 
-The MLflow and TensorBoard sinks are imported on first use, so `import tracking` stays
-light (no mlflow, tensorboard or tensorflow).
+`sink`: the interface, every method a no-op by default; `fanout`: several sinks as one;
+`memory`: in memory, for tests; `tensorboard`: event files; `mlflow/`: MLflow runs (the sink,
+run management, metric delivery, models).
+
+May import: its own modules and the backends' libraries (mlflow, tensorboard). Never
+`harness` or `experiments`. The MLflow and TensorBoard sinks are imported on first use, so
+`import tracking` stays light (no mlflow, tensorboard or tensorflow).
 
 Example:
     from tracking import FanOutSink, MlflowSink, TensorBoardSink

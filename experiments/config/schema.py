@@ -212,20 +212,7 @@ class TrainerSection(_Section):
                 "trainer.distribute=mirrored, and trainer.distribute is none: set "
                 "trainer.distribute=mirrored, or drop trainer.devices"
             )
-        if spe is not None and spe % self.accumulation_steps:
-            raise ValueError(
-                accumulation_mismatch(spe, self.accumulation_steps, "trainer.steps_per_epoch")
-            )
         return self
-
-
-def accumulation_mismatch(batches: int, k: int, source: str) -> str:
-    """The line for an epoch that does not split into whole accumulated updates."""
-    return (
-        f"trainer.accumulation_steps ({k}) must divide the epoch's {batches} batches (from "
-        f"{source}), or an update would mix two epochs' batches: set "
-        f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
-    )
 
 
 class FinetuneSection(_Section):

@@ -8,6 +8,7 @@ The rules that tie the config to the data's length are checked here, once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ class RunPlan:
     """What one run will do, in numbers.
 
     Attributes:
-        epochs: epochs in all (a resumed run counts the ones already trained).
+        epochs: epochs in all (a resumed run's already trained included).
         batches_per_epoch: `trainer.steps_per_epoch`, else the training data's batches;
             None for data of unknown length.
         accumulation_steps: micro-batches per optimizer update.
@@ -33,7 +34,16 @@ class RunPlan:
     batches_per_epoch: int | None
     accumulation_steps: int
     log_every_n_steps: int
-    step_metric_names: tuple[str, ...]
+    step_metric_names: tuple[str, ...] = ()
+
+    def with_step_metrics(self, metric_names: Sequence[str], step_values: Sequence[str]) -> RunPlan:
+        """The plan with what each logged step logs: the batch's loss and `metric_names`
+        (the compiled metrics, as the logs key them), the rate, and `step_values` (the
+        gradient pipeline's: `grad_norm`, ...)."""
+        from harness.callbacks import MetricsLogger
+
+        names = MetricsLogger.step_metric_names(["loss", *metric_names], step_values)
+        return dataclasses.replace(self, step_metric_names=tuple(names))
 
     @property
     def updates_per_epoch(self) -> int | None:
@@ -57,24 +67,14 @@ class RunPlan:
         return total // self.log_every_n_steps * len(self.step_metric_names)
 
 
-def plan_run(
-    config: ExperimentConfig,
-    train: Any,
-    *,
-    metric_names: Sequence[str],
-    step_values: Sequence[str],
-) -> RunPlan:
-    """The plan of `config` on its training data `train` (a `harness.data` source).
-
-    Args:
-        metric_names: the compiled metrics' names, as the logs key them.
-        step_values: the gradient pipeline's per-step values (`grad_norm`, ...).
+def plan_run(config: ExperimentConfig, train: Any) -> RunPlan:
+    """The plan of `config` on its training data `train` (a `harness.data` source); its step
+    metrics are added once the model is compiled (`RunPlan.with_step_metrics`).
 
     Raises:
         UsageError: a generator without `trainer.steps_per_epoch` (no epoch length), or
             `trainer.accumulation_steps` that does not divide an epoch's batches.
     """
-    from harness.callbacks import MetricsLogger
     from harness.data import GeneratorSource
 
     trainer = config.trainer
@@ -92,11 +92,9 @@ def plan_run(
             f"{source}), or an update would mix two epochs' batches: set "
             f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
         )
-    names = MetricsLogger.step_metric_names(["loss", *metric_names], step_values)
     return RunPlan(
         epochs=trainer.epochs,
         batches_per_epoch=batches,
         accumulation_steps=k,
         log_every_n_steps=trainer.log_every_n_steps,
-        step_metric_names=tuple(names),
     )

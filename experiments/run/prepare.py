@@ -9,6 +9,7 @@ from typing import Any
 from experiments.config.schema import ExperimentConfig
 from experiments.errors import UsageError
 from experiments.run.checkpoints import check_checkpoint_dir, make_directory
+from experiments.run.plan import RunPlan, plan_run
 from experiments.run.schedules import build_learning_rate, build_plateau
 from experiments.zoo import registry
 
@@ -18,6 +19,7 @@ class Prepared:
     """A validated experiment, ready to train."""
 
     config: ExperimentConfig
+    plan: RunPlan
     model: Any
     data: Any
     callbacks: list[Any] = field(default_factory=list)
@@ -37,11 +39,10 @@ def prepare(config: ExperimentConfig, *, resuming: bool = False) -> Prepared:
 
     enable_memory_growth()  # before anything allocates on a GPU
 
+    # Names first: a typo is reported before any data is loaded.
     model_factory = registry.resolve_factory(config.model.name, registry.MODELS, what="model.name")
     data_factory = registry.resolve_factory(config.data.name, registry.DATASETS, what="data.name")
-    opt = config.optimizer
-    settings = opt.optimizer_settings()
-    registry.build_optimizer(opt.name, opt.learning_rate, settings)  # bad names fail early
+    registry.resolve_optimizer(config.optimizer.name)
     loss = registry.resolve_loss(config.loss)
     metrics = [registry.resolve_metric(name, i) for i, name in enumerate(config.metrics)]
     callbacks = [
@@ -61,17 +62,16 @@ def prepare(config: ExperimentConfig, *, resuming: bool = False) -> Prepared:
         )
     except DataError as error:
         raise UsageError(f"data ({config.data.name}): {error}") from None
-    _check_steps_per_epoch(data.train, config)
-    steps_per_epoch = config.trainer.steps_per_epoch or getattr(data.train, "num_batches", None)
-    _check_accumulation(steps_per_epoch, config)
-    learning_rate = build_learning_rate(config, steps_per_epoch)
+    plan = plan_run(config, data.train)
+    learning_rate = build_learning_rate(config, plan)
     sample_input = data.peek_input()
     from harness.precision import dtype_policy
 
     # Under a strategy, the model, its optimizer and every variable beside them (EMA shadows,
     # the gradient pipeline's) are created in its scope: mirrored, saved as one model.
     with _strategy(config).scope():
-        optimizer = registry.build_optimizer(opt.name, learning_rate, settings)
+        opt = config.optimizer
+        optimizer = registry.build_optimizer(opt.name, learning_rate, opt.optimizer_settings())
         plateau = build_plateau(config, learning_rate)
         if plateau is not None:
             callbacks.insert(0, plateau)  # before the user's callbacks and the logger see logs
@@ -98,8 +98,16 @@ def prepare(config: ExperimentConfig, *, resuming: bool = False) -> Prepared:
             ema = WeightAverage(model, **settings)
     from harness.finetune import parameter_counts
 
+    plan = plan.with_step_metrics([_metric_name(m) for m in metrics], gradients.value_names)
     counts = parameter_counts(model)
-    return Prepared(config, model, data, callbacks, sample_input, ema, gradients, counts)
+    return Prepared(config, plan, model, data, callbacks, sample_input, ema, gradients, counts)
+
+
+def _metric_name(metric: Any) -> str:
+    """The key a compiled metric has in the logs: its name, or a function's."""
+    if isinstance(metric, str):
+        return metric
+    return str(getattr(metric, "name", None) or getattr(metric, "__name__", metric))
 
 
 def _strategy(config: ExperimentConfig) -> Any:
@@ -161,15 +169,6 @@ def _finetune_and_gradients(model: Any, config: ExperimentConfig, callbacks: lis
     )
 
 
-def _check_accumulation(steps_per_epoch: int | None, config: ExperimentConfig) -> None:
-    from experiments.config.schema import accumulation_mismatch
-
-    k = config.trainer.accumulation_steps
-    if steps_per_epoch is not None and steps_per_epoch % k:
-        where = "trainer.steps_per_epoch" if config.trainer.steps_per_epoch else "the data"
-        raise UsageError(accumulation_mismatch(steps_per_epoch, k, where))
-
-
 def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
     try:
         return factory(**params)
@@ -179,16 +178,6 @@ def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
             f"{what}.params: {getattr(factory, '__name__', factory)} rejected {params}: "
             f"{first_line}. Use the factory's own argument names and valid values"
         ) from None
-
-
-def _check_steps_per_epoch(train: Any, config: ExperimentConfig) -> None:
-    from harness.data import GeneratorSource
-
-    if isinstance(train, GeneratorSource) and not config.trainer.steps_per_epoch:
-        raise UsageError(
-            f"data ({config.data.name}) is a generator, which has no length: set "
-            "trainer.steps_per_epoch (e.g. trainer.steps_per_epoch=100)"
-        )
 
 
 def _check_model_fits_data(

@@ -12,7 +12,7 @@ from experiments.config.loader import load_config
 from experiments.config.schema import ExperimentConfig, flatten
 from experiments.errors import UsageError, first_line
 from experiments.run.checkpoints import MIRROR, TAG, checkpoint_dir, open_store
-from experiments.run.tracking_setup import tracking_store
+from experiments.tracking_setup import tracking_store
 
 # What a resumed run may change: how long it trains, how it shows progress, where it tracks.
 SAFE_TO_CHANGE = (

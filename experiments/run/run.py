@@ -26,10 +26,9 @@ from experiments.run.export import log_models
 from experiments.run.prepare import Prepared, prepare
 from experiments.run.resume import ResumePoint
 from experiments.run.signals import signals_deferred
-from experiments.run.tracking_setup import (
+from experiments.tracking_setup import (
     TRACKING_BACKOFF_S,
     TRACKING_RETRIES,
-    expected_metric_points,
     resolve_tracking_uri,
     run_tags,
 )
@@ -82,7 +81,7 @@ def run_experiment(
     options = MlflowOptions(
         max_retries=TRACKING_RETRIES,
         retry_backoff_s=TRACKING_BACKOFF_S,
-        expected_metric_points=expected_metric_points(config, prepared.data.train),
+        expected_metric_points=prepared.plan.expected_metric_points,
     )  # a writer process at once when the run will log a lot
     try:
         # MLflow draws random run names from Python's `random`: with the seeded state every

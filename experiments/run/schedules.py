@@ -6,16 +6,18 @@ from typing import Any
 
 from experiments.config.schema import ExperimentConfig
 from experiments.errors import UsageError
+from experiments.run.plan import RunPlan
 
 
-def build_learning_rate(config: ExperimentConfig, steps_per_epoch: int | None) -> Any:
+def build_learning_rate(config: ExperimentConfig, plan: RunPlan) -> Any:
     """`optimizer.learning_rate`, or the schedule (wrapped for `plateau:`) built on it.
 
     With `data.lr_scaling: linear`, every rate (the base rate, a piecewise schedule's values,
     the end rate of a polynomial one) is scaled by `batch_size / reference_batch_size`, so
     a search over batch sizes keeps comparable rates; the logged rate is the scaled one.
     Epoch-based settings (`every_epochs`, and `decay_steps` defaulting to the whole run) are
-    converted with the epoch length, which must be known.
+    converted to optimizer updates (what schedules count, also under accumulation) with the
+    plan's epoch length, which must be known.
 
     Raises:
         UsageError: the epoch length is unknown where it is needed, the warm-up is longer
@@ -37,7 +39,7 @@ def build_learning_rate(config: ExperimentConfig, steps_per_epoch: int | None) -
     needs_length = "every_epochs" in settings or (
         name in ("cosine", "polynomial") and "decay_steps" not in settings
     )
-    total = None if steps_per_epoch is None else steps_per_epoch * config.trainer.epochs
+    steps_per_epoch, total = plan.updates_per_epoch, plan.total_updates
     if needs_length and steps_per_epoch is None:
         raise UsageError(
             f"schedule {name}: the epoch length of data ({config.data.name}) is unknown, so "
@@ -47,7 +49,7 @@ def build_learning_rate(config: ExperimentConfig, steps_per_epoch: int | None) -
     if total is not None and warmup >= total:
         raise UsageError(
             f"schedule.warmup_steps ({warmup}) must be shorter than the run ({total} optimizer "
-            f"updates: {config.trainer.epochs} epochs of {steps_per_epoch}). Lower "
+            f"updates: {plan.epochs} epochs of {steps_per_epoch}). Lower "
             "schedule.warmup_steps or train longer"
         )
     if "every_epochs" in settings:

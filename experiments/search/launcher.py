@@ -1,26 +1,83 @@
 """How a trial process is started and watched: the one place that knows where it runs.
 
-The supervisor hands a `Launcher` a trial's spec file, its slot and its log, and gets back a
-`TrialProcess` it polls and stops. `LocalLauncher` starts `python -m experiments.search.trial`
-on this machine, with the slot's GPUs in `CUDA_VISIBLE_DEVICES` (set before TensorFlow is
-imported) and a CPU slot's process pinned to its cores. Another launcher (a cluster's) plugs
+A trial is told everything in one `TrialSpec` (its config, its study and trial, where it
+tracks), written as JSON beside its log; `python -m experiments.search.trial SPEC.json` reads
+it back. The supervisor hands a `Launcher` that file, the trial's slot and its log, and gets
+back a `TrialProcess` it polls and stops. `LocalLauncher` starts that process on this
+machine, with the slot's GPUs in `CUDA_VISIBLE_DEVICES` (set before TensorFlow is imported)
+and a CPU slot's process pinned to its cores. Another launcher (a cluster's) plugs
 in here without the supervisor changing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from experiments.search.recovery import owner
 from experiments.search.slots import Slot
+from experiments.search.space import apply
 
 TRIAL_MODULE = "experiments.search.trial"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial's whole brief.
+
+    Attributes:
+        storage: the Optuna storage URL; study: the study's name; trial_id: the trial's id
+            in that storage (not its number).
+        config: the trial's resolved experiment config (the base with the suggested values).
+        tracking_uri: the MLflow store; parent_run_id: the study's parent run.
+        log: the trial's log file (recorded as the run's tag `harness.trial_log`).
+        metrics, directions: what the trial reports to Optuna, and which way is better.
+        params: the values suggested for the search space, by config path.
+        resume_run: for a retry, the run it continues from its last checkpoint.
+    """
+
+    storage: str
+    study: str
+    trial_id: int
+    config: dict[str, Any]
+    tracking_uri: str
+    parent_run_id: str
+    log: str
+    metrics: list[str]
+    directions: list[str]
+    params: dict[str, Any]
+    resume_run: str | None = None
+
+    def write(self, path: Path) -> Path:
+        path.write_text(json.dumps(dataclasses.asdict(self)))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> TrialSpec:
+        return cls(**json.loads(path.read_text()))
+
+
+def trial_config(
+    base: dict[str, Any], values: dict[str, Any], *, slot: Slot, run_name: str
+) -> dict[str, Any]:
+    """The raw config of one trial: `base` with each suggested config path set, run over
+    the slot's GPUs (mirrored when there are several) and tracked under `run_name` with
+    system metrics of its own share of the host."""
+    raw = apply(base, values)
+    if len(slot.gpus) > 1:
+        raw.setdefault("trainer", {})["distribute"] = "mirrored"
+    tracking = raw.setdefault("tracking", {})
+    tracking["run_name"] = run_name
+    tracking["system_metrics_scope"] = "own"  # this trial's processes and GPUs, not the host's
+    return raw
 
 
 class TrialProcess(Protocol):

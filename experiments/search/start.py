@@ -61,7 +61,7 @@ def run_search(
     echo: Callable[[str], None] = print,
 ) -> SearchResult:
     """Run (or continue) the study of `config.search`; `n_trials` more trials when given."""
-    from experiments.run.tracking_setup import resolve_tracking_uri, tracking_store
+    from experiments.tracking_setup import resolve_tracking_uri, tracking_store
 
     search = _search_section(config)
     check_sampler_available(search)
@@ -107,7 +107,7 @@ def run_worker(
     settings and base config are the study's own; it runs trials until the study's target."""
     import optuna
 
-    from experiments.run.tracking_setup import resolve_tracking_uri, tracking_store
+    from experiments.tracking_setup import resolve_tracking_uri, tracking_store
 
     slots = parse_devices(devices)
     opened = open_storage(storage, slots=max(len(slots), 2))  # never SQLite: several writers

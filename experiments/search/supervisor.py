@@ -19,7 +19,7 @@ from typing import Any
 
 from experiments.config.search_schema import SearchSection
 from experiments.search import optuna_internals
-from experiments.search.launcher import Launcher, TrialProcess
+from experiments.search.launcher import Launcher, TrialProcess, TrialSpec, trial_config
 from experiments.search.outcome import Outcome, classify, exit_text
 from experiments.search.recovery import (
     ATTEMPT_ATTR,
@@ -36,7 +36,6 @@ from experiments.search.recovery import (
 )
 from experiments.search.slots import Slot
 from experiments.search.space import suggest
-from experiments.search.spec import TrialSpec, trial_config
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
 
 

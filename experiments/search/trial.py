@@ -94,10 +94,10 @@ def main(argv: list[str]) -> int:
 
     from experiments.config.schema import ExperimentConfig
     from experiments.run.run import run_experiment
-    from experiments.run.tracking_setup import tracking_store
     from experiments.search import optuna_internals
-    from experiments.search.spec import TrialSpec
+    from experiments.search.launcher import TrialSpec
     from experiments.search.study import load_for_trial, open_storage
+    from experiments.tracking_setup import tracking_store
 
     orphaned = stop_when_orphaned()
     spec = TrialSpec.read(Path(argv[0]))

@@ -37,7 +37,7 @@ def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterabl
     The columns of earlier runs stay: the view holds the union. Returns whether the view is
     saved; a failure only warns, since the run itself is tracked already.
     """
-    from experiments.run.tracking_setup import tracking_store
+    from experiments.tracking_setup import tracking_store
 
     tag = f"{VIEW_STATE_TAG_PREFIX}{VIEW_KEY}"
     try:

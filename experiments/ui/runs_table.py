@@ -21,7 +21,7 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     """
     import pandas as pd
 
-    from experiments.run.tracking_setup import tracking_store
+    from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import ExperimentNotFound, recent_runs
 
     try:
@@ -96,7 +96,7 @@ def study_frame(tracking_uri: str, study: str) -> Any:
 
     import pandas as pd
 
-    from experiments.run.tracking_setup import tracking_store
+    from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import tagged_runs
 
     runs = tracking_store(tracking_uri)

@@ -45,7 +45,8 @@ def serve_ui(
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", str(workers or default_workers()),
     ]  # fmt: skip
-    # MLflow's job runner (7 huey workers, ~2 GB) serves GenAI scorers, not the runs view.
+    # MLflow's job runner (several worker processes, gigabytes) serves GenAI scorers, not
+    # the runs view.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too
@@ -169,7 +170,7 @@ def _announce(address: str, tracking_uri: str, *, open_browser: bool) -> None:
 
 def _runs_view(address: str, tracking_uri: str) -> str:
     """The runs view of the newest experiment, with the compared columns if it has them."""
-    from experiments.run.tracking_setup import tracking_store
+    from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import latest_experiment
 
     try:

@@ -86,9 +86,18 @@ def build_optimizer(name: str, learning_rate: Any, params: Mapping[str, Any]) ->
 
     `learning_rate` is a number or a `LearningRateSchedule`.
     """
+    config = {"learning_rate": learning_rate, **params}
+    return instantiate(resolve_optimizer(name), config, what="optimizer.params", shown=dict(params))
+
+
+def resolve_optimizer(name: str) -> type:
+    """The optimizer class a name (`adam`, any case) or import path names.
+
+    Raises:
+        UsageError: no such optimizer; the message lists Keras's.
+    """
     import keras
 
-    config = {"learning_rate": learning_rate, **params}
     if is_import_path(name):
         cls = import_object(name, what="optimizer.name")
     else:
@@ -105,7 +114,7 @@ def build_optimizer(name: str, learning_rate: Any, params: Mapping[str, Any]) ->
                 f"{', '.join(sorted(classes))}, or an import path"
             )
         cls = classes[name.lower()]
-    return instantiate(cls, config, what="optimizer.params", shown=dict(params))
+    return cls  # type: ignore[no-any-return]
 
 
 def instantiate(

@@ -12,8 +12,8 @@ import keras
 
 from harness import keras_internals
 from harness.callbacks.batches import batches_done
+from harness.callbacks.events import STEP_EVENTS_PARAM, StepEnd
 from harness.logs import scalar_logs
-from harness.step_events import STEP_EVENTS_PARAM, StepEnd
 
 
 class MetricSink(Protocol):
@@ -145,6 +145,23 @@ class MetricsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.sink.flush()
 
+    @staticmethod
+    def step_metric_names(
+        log_keys: Sequence[str],
+        value_names: Sequence[str] = (),
+        *,
+        step_prefix: str = "step/",
+        kind: str = "batch_",
+    ) -> list[str]:
+        """The names logged at each logged step, from the batch logs' keys (`loss`, ...) and
+        the step's own values (`grad_norm`, ...): `step/batch_loss`, `step/learning_rate`,
+        `step/grad_norm`, ... (`kind="running_"` inside a plain `model.fit`)."""
+        return [
+            *(f"{step_prefix}{kind}{key}" for key in log_keys),
+            f"{step_prefix}learning_rate",
+            *(f"{step_prefix}{name}" for name in value_names),
+        ]
+
     def _log_step(
         self,
         logs: dict[str, float],
@@ -154,11 +171,12 @@ class MetricsLogger(keras.callbacks.Callback):
         kind: str,
         values: Mapping[str, float] | None = None,
     ) -> None:
-        metrics = {f"{self.step_prefix}{kind}{k}": v for k, v in self._select(logs).items()}
-        metrics[f"{self.step_prefix}learning_rate"] = learning_rate
-        for name, value in (values or {}).items():  # grad_norm, skipped_steps, loss_scale
-            metrics[f"{self.step_prefix}{name}"] = value
-        self.sink.log_metrics(metrics, step=step)
+        logs, values = self._select(logs), values or {}  # values: grad_norm, loss_scale, ...
+        names = self.step_metric_names(
+            list(logs), list(values), step_prefix=self.step_prefix, kind=kind
+        )
+        numbers = [*logs.values(), learning_rate, *values.values()]
+        self.sink.log_metrics(dict(zip(names, numbers, strict=True)), step=step)
 
     def _fit_applied_lr(self, step: int) -> float:
         """Inside plain `fit`: the rate update `step` (1-based) applied, read afterwards."""

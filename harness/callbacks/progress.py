@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import keras
 
 from harness.callbacks.batches import batches_done
-from harness.step_events import STEP_EVENTS_PARAM, StepEnd
+from harness.callbacks.events import STEP_EVENTS_PARAM, StepEnd
 
 
 def _format_logs(logs: Mapping[str, Any]) -> str:
@@ -67,6 +67,7 @@ class ProgressLogger(keras.callbacks.Callback):
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -75,7 +76,8 @@ class ProgressLogger(keras.callbacks.Callback):
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
+            # Long metrics wrap in their column: the count and the ETA are never squeezed out.
+            TextColumn("{task.fields[metrics]}", table_column=Column(overflow="fold")),
             console=Console(file=self.stream),
         )
         self._progress.start()

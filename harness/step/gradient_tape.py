@@ -1,7 +1,8 @@
 """The GradientTape steps of `engine: custom`: one batch each, the same logs as `fit()`.
 
-The train step has two clear places for what comes later: between the gradients and
-`apply_gradients` (clipping, accumulation, the NaN guard) and after it (EMA).
+The gradients go to `optimizer.apply_gradients`, like Keras's own `train_step`; what happens
+to them there (the gradient pipeline) and after the update (the EMA) is the same in both
+engines: see `harness.step`.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ def make_train_step(model: keras.Model) -> Step:
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        # Gradient transforms go here: clipping, accumulation, the NaN guard.
+        # Through the gradient pipeline, which stands in front of `apply` while this traces.
         optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        # Post-update work goes here: the EMA of the weights.
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step

@@ -113,13 +113,19 @@ class GradientPipeline:
         if self._variables is not None:
             self._variables["halted_at"].assign(0)
 
-    def step_values(self) -> dict[str, Any]:
-        """What a compiled step logs: `grad_norm`, `skipped_steps` under `skip_step`, and
-        `loss_scale` under dynamic loss scaling (mixed_float16)."""
-        state = self._state()
+    @property
+    def value_names(self) -> list[str]:
+        """What a compiled step logs besides the batch's logs: `grad_norm`, `skipped_steps`
+        under `skip_step`, and `loss_scale` under dynamic loss scaling (mixed_float16)."""
         names = ["grad_norm"] if self.measure else []
         names += ["skipped_steps"] if self.on_nan == "skip_step" and self.measure else []
-        values = {name: tf.identity(state[name]) for name in names}
+        names += ["loss_scale"] if loss_scale(self.model.optimizer) is not None else []
+        return names
+
+    def step_values(self) -> dict[str, Any]:
+        """`value_names`' values, as tensors of the compiled step."""
+        state = self._state()
+        values = {name: tf.identity(state[name]) for name in self.value_names if name in state}
         scale = loss_scale(self.model.optimizer)
         if scale is not None:
             values["loss_scale"] = tf.identity(scale)

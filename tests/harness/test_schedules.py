@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import train
+from harness import keras_internals, train
 from harness.callbacks import MetricsLogger
 from harness.callbacks.plateau import PlateauReducer
 from harness.schedules import PlateauSchedule, WarmupSchedule, build_schedule
@@ -108,7 +108,7 @@ def test_schedules_reload_from_a_saved_model(tmp_path: Path) -> None:
     model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    again = loaded.optimizer._learning_rate  # the schedule object the optimizer steps
+    again = keras_internals.learning_rate_schedule(loaded.optimizer)  # what the optimizer steps
     assert isinstance(again, PlateauSchedule) and isinstance(again.schedule, WarmupSchedule)
     for step in (0, 3, 5, 12, 40):
         assert float(again(step)) == pytest.approx(float(schedule(step)))

@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from harness import StopSignal, TrainingInterrupted, TrainingLoop, stop_on_signals, train
-from harness.step_events import StepEnd
+from harness.callbacks.events import StepEnd
 from tests.harness.problems import EventRecorder, make_data, make_model
 
 ENGINES = ["fit", "custom"]

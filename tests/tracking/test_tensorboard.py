@@ -27,9 +27,15 @@ def test_params_are_a_markdown_table_in_the_text_plugin(tmp_path: Path) -> None:
 
 def test_artifacts_and_models_are_ignored(tmp_path: Path) -> None:
     sink = TensorBoardSink(tmp_path / "tb")
-    sink.log_artifact(tmp_path / "does-not-matter.txt")
+    sink.log_artifact(tmp_path / "does-not-matter.txt")  # not even read
     sink.log_model(object())
+    sink.log_metrics({"loss": 0.5}, step=3)
     sink.close()
     assert [p.name.startswith("events.out.tfevents.") for p in (tmp_path / "tb").iterdir()] == [
         True
     ]
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert [(event.step, event.value) for event in events.Scalars("loss")] == [(3, 0.5)]
+    tags = events.Tags()
+    assert tags["scalars"] == ["loss"]  # the metric, and nothing of the artifact or the model
+    assert tags["tensors"] == [] and tags["images"] == [] and tags["graph"] is False

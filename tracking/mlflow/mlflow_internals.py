@@ -4,6 +4,9 @@
   of a search samples its own share (`tracking.mlflow.system_metrics`), so its list of
   monitors is replaced, its samples are kept in each monitor's private `_metrics`, and the
   last, partial interval is published by hand (MLflow's `finish` drops it).
+- A data set as the run input MLflow's own `mlflow.log_input` would make
+  (`Dataset._to_mlflow_entity`, `DatasetSource._get_source_type`), logged through
+  `MlflowClient.log_inputs` with an explicit run id instead of the fluent active run.
 - The Keras flavor's loader, `mlflow.keras.load._load_keras_model`, which keras-harness's
   MLflow plugin wraps so a logged model's recorded user code is imported when it loads.
 
@@ -21,8 +24,10 @@ from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonito
 __all__ = [
     "BaseMetricsMonitor",
     "add_sample",
+    "dataset_entity",
     "finish_system_monitor",
     "samples",
+    "source_type",
     "start_system_monitor",
     "wrap_keras_model_loader",
 ]
@@ -76,3 +81,14 @@ def wrap_keras_model_loader(
     wrapped = wrap(original)
     wrapped._harness = True  # type: ignore[attr-defined]
     module._load_keras_model = wrapped
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """The `mlflow.entities.Dataset` of an `mlflow.data` data set (name, digest, source,
+    schema, profile), as `mlflow.log_input` logs it."""
+    return dataset._to_mlflow_entity()
+
+
+def source_type(source: Any) -> str:
+    """The type name a data set's source is recorded under (`code`, `local`, ...)."""
+    return str(source._get_source_type())

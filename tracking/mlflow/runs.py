@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import RunTag
+from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tracking.mlflow.retry import RetryPolicy
 
-MAX_TAGS_PER_BATCH = 100  # MLflow's limit of params and tags per log_batch request
+# MLflow's limits (mlflow.utils.validation): params and tags per log_batch request, a param's
+# and a tag's value.
+MAX_TAGS_PER_BATCH = 100
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
 
 
 class RunNotFound(LookupError):
@@ -176,12 +181,19 @@ class MlflowRuns:
             self.retry(lambda run_id=run_id: self.client.delete_run(run_id))  # type: ignore[misc]
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        entities = [RunTag(str(key), str(value)) for key, value in tags.items()]
+        """Add or replace tags; a value past MLflow's limit is cut to it, with a warning."""
+        self._log_batch(run_id, "tags", _entities(RunTag, tags, "tag", MAX_TAG_VALUE_LENGTH))
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params (each once: MLflow refuses a changed value); a value past MLflow's
+        limit is cut to it, with a warning."""
+        entities = _entities(Param, params, "param", MAX_PARAM_VALUE_LENGTH)
+        self._log_batch(run_id, "params", entities)
+
+    def _log_batch(self, run_id: str, kind: str, entities: list[Any]) -> None:
         for start in range(0, len(entities), MAX_TAGS_PER_BATCH):
-            chunk = entities[start : start + MAX_TAGS_PER_BATCH]
-            self.retry(
-                functools.partial(self.client.log_batch, run_id, tags=chunk, synchronous=True)
-            )
+            chunk = {kind: entities[start : start + MAX_TAGS_PER_BATCH]}
+            self.retry(functools.partial(self.client.log_batch, run_id, synchronous=True, **chunk))
 
     def log_metric(self, run_id: str, key: str, value: float, *, step: int) -> None:
         self.retry(lambda: self.client.log_metric(run_id, key, value, step=step))
@@ -266,3 +278,24 @@ class MlflowRuns:
             )
         )
         return str(version.version)
+
+
+def _entities(
+    cls: Callable[[str, str], Any], values: Mapping[str, Any], what: str, limit: int
+) -> list[Any]:
+    """MLflow `Param`s or `RunTag`s, values cut to MLflow's length limit with a warning."""
+    return [
+        cls(str(key), _truncated(f"{what} {key!r}", str(value), limit=limit))
+        for key, value in values.items()
+    ]
+
+
+def _truncated(what: str, value: str, *, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    warnings.warn(
+        f"MLflow {what} is {len(value)} characters long; truncated to MLflow's limit of {limit}.",
+        # _truncated, the comprehension, _entities, MlflowRuns.log_params, MlflowSink's, caller
+        stacklevel=6,
+    )
+    return value[:limit]

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tracking.dataset import DatasetRecord
 from tracking.mlflow.delivery.process import MetricProcess
 from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
-from tracking.mlflow.delivery.spill import read_spill_file, spill_path, write_spill_file
+from tracking.mlflow.delivery.spill import replay_spilled, spill
 from tracking.mlflow.delivery.writer import MetricWriter
 from tracking.mlflow.keras_model.log import log_keras_model
 from tracking.mlflow.options import MlflowOptions
-from tracking.mlflow.runs import MAX_TAGS_PER_BATCH, MlflowRuns
+from tracking.mlflow.runs import MlflowRuns
 from tracking.sink import RunStatus, Sink, check_status
 
-# MLflow's per-value limits (mlflow.utils.validation).
-_MAX_PARAM_VALUE_LENGTH = 6000
-_MAX_TAG_VALUE_LENGTH = 8000
-_MAX_ERROR_TAG_LENGTH = 5000
+_MAX_ERROR_TAG_LENGTH = 5000  # the full text goes to the error.txt artifact
 
 
 class MlflowSink(Sink):
@@ -139,7 +133,7 @@ class MlflowSink(Sink):
             for key in run.data.metrics
             for point in runs.metric_history(run_id, key)
         }
-        _replay_spilled(runs, run_id, logged)
+        replay_spilled(runs, run_id, logged)
         runs.set_status(run_id, "RUNNING")
         sink = cls(runs.client, run_id, options=options)
         sink._experiment_id = str(run.info.experiment_id)
@@ -176,9 +170,7 @@ class MlflowSink(Sink):
         self._check_open()
         params = {k: v for k, v in params.items() if str(k) not in self._held_params}
         self._params.update({str(key): str(value) for key, value in params.items()})
-        self._log_batch_in_chunks(
-            _entities(Param, params, what="param", limit=_MAX_PARAM_VALUE_LENGTH), "params"
-        )
+        self._runs.log_params(self._run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
         # Hot path (every training step): build plain tuples, hand them to the sender thread.
@@ -193,9 +185,7 @@ class MlflowSink(Sink):
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._check_open()
-        self._log_batch_in_chunks(
-            _entities(RunTag, tags, what="tag", limit=_MAX_TAG_VALUE_LENGTH), "tags"
-        )
+        self._runs.set_tags(self._run_id, tags)
 
     def log_artifact(
         self, local_path: str | os.PathLike[str], *, artifact_path: str | None = None
@@ -252,11 +242,10 @@ class MlflowSink(Sink):
 
     def log_dataset(self, dataset: DatasetRecord) -> None:
         """Record `dataset` as a run input (the UI's "Datasets" column)."""
-        from tracking.mlflow.inputs import dataset_input
+        from tracking.mlflow.inputs import log_dataset
 
         self._check_open()
-        entity = dataset_input(dataset)
-        self._runs.retry(lambda: _log_inputs(self._client, self._run_id, entity))
+        log_dataset(self._runs, self._run_id, dataset)
 
     def monitor_system(self, every_s: float, *, scope: str = "host") -> None:
         """Sample CPU, memory, disk, network (and GPU) every `every_s` seconds until close.
@@ -317,7 +306,7 @@ class MlflowSink(Sink):
             if self._sender.failing:
                 runs = runs.with_retry(runs.retry.once())
             if unsent:
-                self._spill(unsent)
+                spill(unsent, run_id=self._run_id, tracking_uri=self.tracking_uri)
             if error is not None:
                 self._record_error(error, runs)
         finally:
@@ -336,14 +325,6 @@ class MlflowSink(Sink):
                 stacklevel=2,
             )
 
-    def _log_batch_in_chunks(self, entities: list[Any], kind: str) -> None:
-        for start in range(0, len(entities), MAX_TAGS_PER_BATCH):
-            chunk = entities[start : start + MAX_TAGS_PER_BATCH]
-            kwargs = {kind: chunk}
-            self._runs.retry(
-                functools.partial(self._client.log_batch, self._run_id, synchronous=True, **kwargs)
-            )
-
     def _record_error(self, error: str, runs: MlflowRuns) -> None:
         tag = error[:_MAX_ERROR_TAG_LENGTH]  # the full text goes to the error.txt artifact
         try:
@@ -358,20 +339,6 @@ class MlflowSink(Sink):
                 f"The error was:\n{error}",
                 stacklevel=3,
             )
-
-    def _spill(self, unsent: list[MetricPoint]) -> None:
-        try:
-            path = write_spill_file(unsent, run_id=self._run_id)
-        except OSError:
-            # An unwritable working directory must not cost the metrics: use the temp dir.
-            path = write_spill_file(unsent, run_id=self._run_id, directory=tempfile.gettempdir())
-        warnings.warn(
-            f"MLflow run {self._run_id}: {len(unsent)} metric points could not be sent and "
-            f"were saved to {path}. Replay them with: "
-            f"python -m tracking.mlflow.delivery.spill {path} "
-            f"--tracking-uri {self.tracking_uri} --run-id {self._run_id}",
-            stacklevel=3,
-        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -391,78 +358,6 @@ def _finish_system_metrics(monitor: Any, *, run_id: str) -> None:
         warnings.warn(f"MLflow run {run_id}: last system metrics not sent ({exc!r})", stacklevel=3)
 
 
-def _log_inputs(client: MlflowClient, run_id: str, entity: Any) -> None:
-    """Log a data set as the run's input, also when another run logs the same one at once.
-
-    MLflow's stores look the data set up, then insert it: two runs logging the same data (the
-    trials of a search) at the same moment both miss it and the second insert breaks the
-    table's unique key. The data set exists then, so logging again links the run to it.
-    """
-    try:
-        client.log_inputs(run_id, datasets=[entity])
-    except MlflowException as exc:
-        if not _lost_insert_race(exc):
-            raise
-        client.log_inputs(run_id, datasets=[entity])
-
-
-def _lost_insert_race(exc: MlflowException) -> bool:
-    """A unique-key violation, as SQLite, PostgreSQL or MySQL words it (also through a server)."""
-    text = str(exc)
-    return any(
-        words in text
-        for words in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
-    )
-
-
-def _entities(
-    cls: Callable[[str, str], Any], values: Mapping[str, Any], *, what: str, limit: int
-) -> list[Any]:
-    """MLflow `Param`s or `RunTag`s, values cut to MLflow's length limit with a warning."""
-    return [
-        cls(str(key), _truncated(f"{what} {key!r}", str(value), limit=limit))
-        for key, value in values.items()
-    ]
-
-
-def _truncated(what: str, value: str, *, limit: int) -> str:
-    if len(value) <= limit:
-        return value
-    warnings.warn(
-        f"MLflow {what} is {len(value)} characters long; truncated to MLflow's limit of {limit}.",
-        stacklevel=5,  # _truncated, comprehension, _entities, log_params/set_tags, caller
-    )
-    return value[:limit]
-
-
 def _warn_all(problems: list[str], *, run_id: str) -> None:
     for problem in problems:
         warnings.warn(f"MLflow run {run_id}: {problem}", stacklevel=3)
-
-
-def _replay_spilled(runs: MlflowRuns, run_id: str, logged: set[tuple[str, int]]) -> None:
-    """Send the points an earlier attempt of `run_id` saved to its unsent-metrics file (in the
-    working directory or the temp directory) that the run lacks; then remove the file."""
-    from mlflow.entities import Metric
-
-    from tracking.mlflow.delivery.sender import MAX_METRICS_PER_BATCH
-
-    for path in (spill_path(run_id), spill_path(run_id, directory=tempfile.gettempdir())):
-        if not path.is_file():
-            continue
-        points = [point for point in read_spill_file(path) if (point[0], point[2]) not in logged]
-        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
-            batch = [
-                Metric(key, value, timestamp, step)
-                for key, value, step, timestamp in points[start : start + MAX_METRICS_PER_BATCH]
-            ]
-            runs.retry(
-                functools.partial(runs.client.log_batch, run_id, metrics=batch, synchronous=True)
-            )
-        logged.update((key, step) for key, _, step, _ in points)
-        path.unlink()
-        warnings.warn(
-            f"MLflow run {run_id}: sent the {len(points)} metric points an earlier attempt "
-            f"could not, from {path} (removed)",
-            stacklevel=3,
-        )

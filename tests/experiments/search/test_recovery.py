@@ -12,7 +12,6 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from experiments.run.tracking_setup import tracking_store
 from experiments.search.recovery import (
     ATTEMPT_ATTR,
     PROCESS_ATTR,
@@ -22,6 +21,7 @@ from experiments.search.recovery import (
     reap_dead_on_this_host,
 )
 from experiments.search.study import RETRY_ATTR, RUN_ATTR
+from experiments.tracking_setup import tracking_store
 
 
 def _ended_process() -> str:

@@ -9,9 +9,9 @@ import optuna
 import pytest
 
 from experiments.config.search_schema import SearchSection
+from experiments.search.launcher import TrialSpec, trial_config
 from experiments.search.slots import Slot
 from experiments.search.space import apply, grid, suggest
-from experiments.search.spec import TrialSpec, trial_config
 
 
 def _space(space: dict) -> dict:

@@ -12,8 +12,8 @@ import pytest
 
 from experiments.config.search_schema import SearchSection
 from experiments.search import optuna_internals
+from experiments.search.launcher import TrialSpec
 from experiments.search.slots import Slot
-from experiments.search.spec import TrialSpec
 from experiments.search.study import ERROR_ATTR, RETRY_ATTR
 from experiments.search.supervisor import Supervisor, TrialBrief
 

@@ -37,7 +37,9 @@ def test_a_bar_with_eta_and_metrics_in_a_terminal() -> None:
     train(make_model(), make_data(), engine="custom", epochs=1, callbacks=[progress])
     output = stream.getvalue()
     assert "epoch 1/1" in output and "ETA" in output and "10/10" in output
-    assert progress._progress is None  # stopped at train end
+    final = output.rsplit("\r", 1)[-1]  # the last frame, drawn when the bar stopped
+    assert "epoch 1/1" in final and "10/10" in final and "val_loss" in final
+    assert output.endswith("\x1b[?25h")  # stopped at train end: the cursor is back
 
 
 def test_the_bar_is_stopped_when_training_fails() -> None:
@@ -57,7 +59,7 @@ def test_the_bar_is_stopped_when_training_fails() -> None:
             epochs=2,
             callbacks=[progress, keras.callbacks.LambdaCallback(on_epoch_end=fail)],
         )
-    assert progress._progress is None
+    assert stream.getvalue().endswith("\x1b[?25h")  # stopped: the cursor is back
 
 
 def test_rejects_an_unknown_mode() -> None:

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from harness import train
+from harness.callbacks.events import StepEnd
 from harness.data import prepare_data
 from harness.step.gradients import GradientPipeline
-from harness.step_events import StepEnd
 from tests.harness.problems import EventRecorder, digits, make_data, make_model
 
 ENGINES = ["fit", "custom"]

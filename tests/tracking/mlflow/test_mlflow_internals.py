@@ -28,16 +28,16 @@ class _Constant(mlflow_internals.BaseMetricsMonitor):
 
 
 def test_our_monitors_replace_mlflow_s_and_the_last_partial_interval_is_published(
-    mlflow_store: str, experiment_name: str
+    mlflow_uri: str, experiment_name: str
 ) -> None:
-    runs = MlflowRuns(mlflow_store)
+    runs = MlflowRuns(mlflow_uri)
     run_id = runs.create_run(runs.experiment_id(experiment_name))
     monitor = mlflow_internals.start_system_monitor(
-        run_id, every_s=60, tracking_uri=mlflow_store, monitors=[_Constant()]
+        run_id, every_s=60, tracking_uri=mlflow_uri, monitors=[_Constant()]
     )
     time.sleep(0.5)  # far shorter than the interval: only the partial one exists
     mlflow_internals.finish_system_monitor(monitor)
-    metrics = MlflowClient(mlflow_store).get_run(run_id).data.metrics
+    metrics = MlflowClient(mlflow_uri).get_run(run_id).data.metrics
     assert metrics == {"system/constant_value": 7.0}
 
 
@@ -67,3 +67,15 @@ def test_the_keras_flavor_s_loader_is_wrapped_once_by_our_plugin() -> None:
         assert plain == [("path", "conf", "ours")]
     finally:
         module._load_keras_model = installed
+
+
+def test_a_data_set_becomes_the_entity_mlflow_log_input_would_log() -> None:
+    import numpy as np
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.numpy_dataset import from_numpy
+
+    source = CodeDatasetSource({"mlflow.source.name": "pkg.data:load"})
+    dataset = from_numpy(np.zeros((4, 2)), targets=np.ones(4), source=source, name="d")
+    entity = mlflow_internals.dataset_entity(dataset)
+    assert (entity.name, entity.digest, entity.source_type) == ("d", dataset.digest, "code")
+    assert mlflow_internals.source_type(source) == "code"

@@ -87,16 +87,16 @@ class _CreatedInBetween(MlflowClient):
 
 
 def test_an_experiment_created_between_lookup_and_create_is_used(
-    mlflow_store: str, experiment_name: str
+    mlflow_uri: str, experiment_name: str
 ) -> None:
     from tracking.mlflow.runs import MlflowRuns
 
-    client = _CreatedInBetween(mlflow_store)
-    experiment_id = MlflowRuns(mlflow_store, client=client).experiment_id(experiment_name)
+    client = _CreatedInBetween(mlflow_uri)
+    experiment_id = MlflowRuns(mlflow_uri, client=client).experiment_id(experiment_name)
     assert client.raced
     assert (
         experiment_id
-        == MlflowClient(mlflow_store).get_experiment_by_name(experiment_name).experiment_id
+        == MlflowClient(mlflow_uri).get_experiment_by_name(experiment_name).experiment_id
     )
 
 
@@ -157,10 +157,10 @@ def test_resume_sends_what_an_earlier_attempt_saved_as_unsent_once(
 
 
 def test_deleted_experiment_is_reported(
-    mlflow_store: str, experiment_name: str, start_mlflow_sink: Any
+    mlflow_uri: str, experiment_name: str, start_mlflow_sink: Any
 ) -> None:
     start_mlflow_sink().close()
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_uri)
     client.delete_experiment(client.get_experiment_by_name(experiment_name).experiment_id)
     with pytest.raises(ValueError, match="is deleted. Restore it"):
         start_mlflow_sink()
@@ -216,12 +216,12 @@ def test_refused_metric_does_not_block_the_others(
 
 
 def test_unreachable_server_spills_every_metric(
-    mlflow_store: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mlflow_uri: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    store = MlflowClient(mlflow_store)
+    store = MlflowClient(mlflow_uri)
     run_id = store.create_run(store.create_experiment(experiment_name)).info.run_id
     dead_uri = f"http://127.0.0.1:{_closed_port()}"
     sink = MlflowSink(MlflowClient(dead_uri), run_id, max_retries=1, retry_backoff_s=0.01)
@@ -246,7 +246,7 @@ def test_unreachable_server_spills_every_metric(
     assert sorted((r["key"], r["value"], r["step"]) for r in lines) == sorted(expected)
 
     # Nothing was lost: replaying the file into the real store completes the run's history.
-    assert replay_spill_file(path, tracking_uri=mlflow_store) == 40
+    assert replay_spill_file(path, tracking_uri=mlflow_uri) == 40
     history = store.get_metric_history(run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(s, s * 0.5) for s in range(20)]
 
@@ -260,12 +260,12 @@ def test_unreachable_server_spills_every_metric(
         ({"subprocess_after_cpu_s": -1}, "`subprocess_after_cpu_s` must be >= 0"),
     ],
 )
-def test_invalid_constructor_arguments(mlflow_store: str, kwargs: Any, message: str) -> None:
+def test_invalid_constructor_arguments(mlflow_uri: str, kwargs: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        MlflowSink(MlflowClient(mlflow_store), "0" * 32, **kwargs)
+        MlflowSink(MlflowClient(mlflow_uri), "0" * 32, **kwargs)
 
 
-def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_store: str) -> None:
+def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_uri: str) -> None:
     import keras
     import mlflow
     import mlflow.keras
@@ -280,7 +280,7 @@ def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_store: str) -> None
 
     # runs:/ URIs resolve against the global tracking URI, which other tests may have set.
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_tracking_uri(mlflow_uri)
     try:
         uri = f"runs:/{sink.run_id}/model"
         loaded = mlflow.keras.load_model(uri)
@@ -293,7 +293,7 @@ def test_log_model_round_trip(start_mlflow_sink: Any, mlflow_store: str) -> None
 
 
 def test_logged_models_use_the_sinks_run_not_the_fluent_globals(
-    start_mlflow_sink: Any, mlflow_store: str
+    start_mlflow_sink: Any, mlflow_uri: str
 ) -> None:
     import keras
     import mlflow
@@ -317,7 +317,7 @@ def test_logged_models_use_the_sinks_run_not_the_fluent_globals(
         mlflow.set_tracking_uri(previous)
     first.close()
     second.close()
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_uri)
     outputs = client.get_run(first.run_id).outputs.model_outputs
     assert {(o.model_id, o.step) for o in outputs} == {(final, 6), (ema, 3)}
     assert [o.model_id for o in client.get_run(second.run_id).outputs.model_outputs] == [other]
@@ -331,7 +331,7 @@ def test_logged_models_use_the_sinks_run_not_the_fluent_globals(
     assert len(client.get_metric_history(first.run_id, "acc")) == 1
 
 
-def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_store: str) -> None:
+def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_uri: str) -> None:
     import json
 
     import numpy as np
@@ -343,7 +343,7 @@ def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_store: str) -> N
     sink.log_dataset(DatasetRecord("arrays", "pkg.data:load", features=x, targets=y))
     sink.log_dataset(DatasetRecord("stream", "pkg.data:gen", context="validation", num_examples=7))
     sink.close()
-    inputs = MlflowClient(mlflow_store).get_run(sink.run_id).inputs.dataset_inputs
+    inputs = MlflowClient(mlflow_uri).get_run(sink.run_id).inputs.dataset_inputs
     by_name = {d.dataset.name: d for d in inputs}
     arrays, stream = by_name["arrays"], by_name["stream"]
     assert json.loads(arrays.dataset.profile)["features_shape"] == [20, 3]
@@ -353,7 +353,7 @@ def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_store: str) -> N
 
 
 def test_runs_logging_the_same_dataset_at_once_all_record_it(
-    start_mlflow_sink: Any, mlflow_store: str
+    start_mlflow_sink: Any, mlflow_uri: str
 ) -> None:
     """The trials of a search log the same data at the same moment: MLflow looks a data set up
     and then inserts it, so all but one of them lose that race to the table's unique key."""
@@ -379,7 +379,7 @@ def test_runs_logging_the_same_dataset_at_once_all_record_it(
     for thread in threads:
         thread.join()
     assert errors == []
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_uri)
     digests = set()
     for sink in sinks:
         sink.close()
@@ -388,7 +388,7 @@ def test_runs_logging_the_same_dataset_at_once_all_record_it(
     assert len(digests) == 1  # one data set, every run linked to it
 
 
-def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_store: str) -> None:
+def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_uri: str) -> None:
     import threading
     import time
 
@@ -398,7 +398,7 @@ def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_s
     time.sleep(1.5)
     sink.close()
     short.close()
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_uri)
     cpu = client.get_metric_history(sink.run_id, "system/cpu_utilization_percentage")
     assert len(cpu) >= 2 and [m.step for m in cpu] == list(range(len(cpu)))
     # The last, partial interval is published at close, so a short run has its sample too.
@@ -410,3 +410,36 @@ def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_s
             rejected.monitor_system(0)
     finally:
         rejected.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_retries", 1),
+        ("retry_backoff_s", 0.01),
+        ("send_interval_s", 0.25),
+        ("metrics_in_subprocess", False),
+        ("subprocess_after_cpu_s", 0.5),
+        ("expected_metric_points", 10),
+        ("writer_timeout_s", 7.0),
+    ],
+)
+def test_every_option_is_taken_by_the_constructor_start_and_resume_alike(
+    mlflow_uri: str, experiment_name: str, name: str, value: Any
+) -> None:
+    from tracking.mlflow import MlflowOptions
+
+    started = MlflowSink.start(mlflow_uri, experiment=experiment_name, **{name: value})
+    resumed = MlflowSink.resume(mlflow_uri, started.run_id, **{name: value})
+    attached = MlflowSink(MlflowClient(mlflow_uri), started.run_id, **{name: value})
+    given = MlflowOptions(**{name: value})
+    via_options = MlflowSink.start(mlflow_uri, experiment=experiment_name, options=given)
+    for sink in (started, resumed, attached, via_options):
+        assert getattr(sink.options, name) == value
+        assert sink.options == given
+        sink.close()
+
+
+def test_an_unknown_option_is_named_with_the_options_there_are(mlflow_uri: str) -> None:
+    with pytest.raises(TypeError, match=r"unexpected options \['max_retry'\]; its options are"):
+        MlflowSink.start(mlflow_uri, experiment="x", max_retry=2)

@@ -1,9 +1,9 @@
 """A child process that writes metric batches to MLflow.
 
-MLflow's client spends ~100 µs of Python per metric point on a sqlite store (ORM objects,
-SQL), and a background thread doing that holds the training process's GIL: at every-step
-logging it slowed a 1 ms/step model by ~30 %. In a child process that work runs on another
-core. The parent's side is one pickle per batch over a pipe.
+MLflow's client spends Python time on every metric point (ORM objects, SQL), and a background
+thread doing that holds the training process's GIL: at every-step logging it slows a small
+model's steps (docs/benchmarks.md). In a child process that work runs on another core. The
+parent's side is one pickle per batch over a pipe.
 
 The protocol is pickled objects over the child's stdin/stdout: the child says "ready" once
 its MLflow client exists; then the parent sends a list of metric points (or None to stop), the

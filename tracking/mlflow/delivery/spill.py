@@ -7,10 +7,14 @@ Replay from the shell:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tracking.mlflow.delivery.sender import MAX_METRICS_PER_BATCH, MetricPoint
 
@@ -68,19 +72,59 @@ def replay_spill_file(
     path: str | os.PathLike[str], *, tracking_uri: str, run_id: str | None = None
 ) -> int:
     """Send a spill file's points to `run_id` (default: from the file name); return the count."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+    from tracking.mlflow.runs import MlflowRuns
 
-    client = MlflowClient(tracking_uri)
-    run_id = run_id or run_id_from_spill_path(path)
     points = read_spill_file(path)
+    _send(MlflowRuns(tracking_uri), run_id or run_id_from_spill_path(path), points)
+    return len(points)
+
+
+def _send(runs: Any, run_id: str, points: list[MetricPoint]) -> None:
+    """Log `points` to the run in batches MLflow accepts, each under the store's retries."""
+    from mlflow.entities import Metric
+
     for start in range(0, len(points), MAX_METRICS_PER_BATCH):
-        metrics = [
+        batch = [
             Metric(key, value, timestamp, step)
             for key, value, step, timestamp in points[start : start + MAX_METRICS_PER_BATCH]
         ]
-        client.log_batch(run_id, metrics=metrics, synchronous=True)
-    return len(points)
+        runs.retry(
+            functools.partial(runs.client.log_batch, run_id, metrics=batch, synchronous=True)
+        )
+
+
+def spill(points: list[MetricPoint], *, run_id: str, tracking_uri: str) -> Path:
+    """Save what a run could not send to its spill file (in the working directory, else the
+    temp directory), with a warning that says how to replay it; the file."""
+    try:
+        path = write_spill_file(points, run_id=run_id)
+    except OSError:
+        # An unwritable working directory must not cost the metrics: use the temp dir.
+        path = write_spill_file(points, run_id=run_id, directory=tempfile.gettempdir())
+    warnings.warn(
+        f"MLflow run {run_id}: {len(points)} metric points could not be sent and were saved "
+        f"to {path}. Replay them with: python -m tracking.mlflow.delivery.spill {path} "
+        f"--tracking-uri {tracking_uri} --run-id {run_id}",
+        stacklevel=3,
+    )
+    return path
+
+
+def replay_spilled(runs: Any, run_id: str, logged: set[tuple[str, int]]) -> None:
+    """Send the points an earlier attempt of `run_id` saved to its unsent-metrics file (in the
+    working directory or the temp directory) that the run lacks; then remove the file."""
+    for path in (spill_path(run_id), spill_path(run_id, directory=tempfile.gettempdir())):
+        if not path.is_file():
+            continue
+        points = [point for point in read_spill_file(path) if (point[0], point[2]) not in logged]
+        _send(runs, run_id, points)
+        logged.update((key, step) for key, _, step, _ in points)
+        path.unlink()
+        warnings.warn(
+            f"MLflow run {run_id}: sent the {len(points)} metric points an earlier attempt "
+            f"could not, from {path} (removed)",
+            stacklevel=3,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,11 @@
 """`MetricWriter`: writes a run's metric batches in the sender thread, then in a child process
 once MLflow's work there is worth moving off the training process.
 
-The child (`MetricProcess`) keeps MLflow's ~100 µs of Python per metric point away from the
-training thread's GIL, which matters at every-step logging. But starting it costs ~2 CPU-s (a
-fresh interpreter importing MLflow and opening the store), and a short run logs a few hundred
-points, a few hundredths of a CPU-second of MLflow work: for a search's small trials, several
-side by side on a few cores, the child cost far more than it saved. So batches are written in
+The child (`MetricProcess`) keeps MLflow's Python work per metric point away from the training
+thread's GIL, which matters at every-step logging. But starting it costs seconds of CPU (a
+fresh interpreter importing MLflow and opening the store), while a short run logs a few
+hundred points, far less MLflow work: for a search's small trials, several side by side on a
+few cores, the child would cost more than it saves. So batches are written in
 the sender thread until MLflow's work there has cost `child_after_cpu_s` of CPU; then the child
 is started and takes over as soon as it says it is ready. Batches keep going in-thread while it
 starts, so nothing waits for its import. A caller that knows a run will log a lot (from its
@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from tracking.mlflow.delivery.process import MetricProcess
 from tracking.mlflow.delivery.sender import MetricPoint
 
-# MLflow's Python work per metric point on a sqlite store, ~100-140 µs (docs/benchmarks.md).
+# MLflow's Python work per metric point on a sqlite store, in CPU-seconds (measured in
+# docs/benchmarks.md): how a run's expected points become expected CPU.
 CPU_PER_POINT_S = 120e-6
 
 

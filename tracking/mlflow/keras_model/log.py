@@ -145,7 +145,7 @@ def _pip_requirements() -> list[str]:
     """Pin keras, numpy and the Keras backend (MLflow adds itself).
 
     Passing these explicitly skips MLflow's requirement inference, which reloads the model
-    in a subprocess and takes ~7 s per saved model.
+    in a subprocess and takes seconds per saved model.
     """
     import keras
 

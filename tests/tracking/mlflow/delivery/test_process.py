@@ -27,7 +27,7 @@ def _ready(process: MetricProcess, timeout_s: float = 60) -> MetricProcess:
 
 
 def test_a_short_run_writes_in_thread_and_starts_no_process(
-    start_mlflow_sink: Any, mlflow_store: str
+    start_mlflow_sink: Any, mlflow_uri: str
 ) -> None:
     sink = start_mlflow_sink()
     for step in range(50):
@@ -35,12 +35,12 @@ def test_a_short_run_writes_in_thread_and_starts_no_process(
     sink.flush()
     assert sink.metric_writer.pid is None  # well under the CPU it takes to start one
     sink.close()
-    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    history = MlflowClient(mlflow_uri).get_metric_history(sink.run_id, "a")
     assert [(m.step, m.value) for m in history] == [(s, float(s)) for s in range(50)]
 
 
 def test_a_run_past_the_cpu_budget_hands_its_batches_to_the_process(
-    start_mlflow_sink: Any, mlflow_store: str
+    start_mlflow_sink: Any, mlflow_uri: str
 ) -> None:
     sink = start_mlflow_sink(subprocess_after_cpu_s=0.001)
     process = sink.metric_writer
@@ -60,12 +60,12 @@ def test_a_run_past_the_cpu_budget_hands_its_batches_to_the_process(
         os.getpriority(os.PRIO_PROCESS, process.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
     )  # training comes first
     sink.close()
-    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    history = MlflowClient(mlflow_uri).get_metric_history(sink.run_id, "a")
     assert [(m.step, m.value) for m in history] == [(s, float(s)) for s in range(step)]
 
 
 def test_a_process_that_never_gets_ready_is_given_up_and_nothing_lost(
-    start_mlflow_sink: Any, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+    start_mlflow_sink: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")  # every child dies at once
     sink = start_mlflow_sink(subprocess_after_cpu_s=0)
@@ -79,11 +79,11 @@ def test_a_process_that_never_gets_ready_is_given_up_and_nothing_lost(
             time.sleep(0.01)
     assert process.failed_starts == MAX_FAILED_STARTS
     sink.close()
-    history = MlflowClient(mlflow_store).get_metric_history(sink.run_id, "a")
+    history = MlflowClient(mlflow_uri).get_metric_history(sink.run_id, "a")
     assert [m.step for m in history] == list(range(MAX_FAILED_STARTS + 3))
 
 
-def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_store: str):
+def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_uri: str):
     sink = start_mlflow_sink(retry_backoff_s=0.05, subprocess_after_cpu_s=0)
     sink.log_metrics({"a": 1.0}, step=1)
     sink.flush()
@@ -94,7 +94,7 @@ def test_metrics_survive_a_killed_writer_process(start_mlflow_sink: Any, mlflow_
     sink.log_metrics({"a": 2.0, "b": 3.0}, step=2)
     sink.flush()
     sink.close()
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(mlflow_uri)
     assert [(m.step, m.value) for m in client.get_metric_history(sink.run_id, "a")] == [
         (1, 1.0),
         (2, 2.0),

@@ -8,14 +8,13 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from experiments.config.urls import postgres_driver_problem
 from experiments.errors import UsageError
 
 if TYPE_CHECKING:
-    from experiments.config.schema import ExperimentConfig
     from tracking.mlflow.runs import MlflowRuns
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -84,18 +83,6 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
-
-
-def expected_metric_points(config: ExperimentConfig, train: Any) -> int | None:
-    """About how many per-step metric points the run will log; None when its data has no
-    length. The MLflow sink starts its writer process at once when that is a lot, so a long
-    run at every-step logging pays that process's start-up during its set-up, not training."""
-    steps = config.trainer.steps_per_epoch or getattr(train, "num_batches", None)
-    if not steps:
-        return None
-    logged_steps = config.trainer.epochs * steps // config.trainer.log_every_n_steps
-    # step/batch_loss, step/learning_rate, step/grad_norm, and step/batch_<m> for each metric
-    return logged_steps * (3 + len(config.metrics))
 
 
 def _user() -> str:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments.errors import UsageError
-from experiments.run.tracking_setup import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from experiments.tracking_setup import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 
 @pytest.mark.parametrize(
@@ -42,23 +42,3 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize(
-    ("changes", "batches", "expected"),
-    [
-        ({}, 8, (2 * 8 // 2) * 4),  # 2 epochs, every 2nd of 8 steps, loss + lr + norm + accuracy
-        ({"trainer.log_every_n_steps": 1, "trainer.epochs": 30}, 45, 30 * 45 * 4),
-        ({"trainer.steps_per_epoch": 5}, None, (2 * 5 // 2) * 4),  # steps count across epochs
-        ({}, None, None),  # no length: the sink decides from what it writes
-    ],
-)
-def test_a_run_estimates_the_metric_points_it_will_log(changes, batches, expected) -> None:
-    from types import SimpleNamespace
-
-    from experiments.config.schema import ExperimentConfig
-    from experiments.run.tracking_setup import expected_metric_points
-    from tests.experiments.configs import tiny_with
-
-    config = ExperimentConfig.model_validate(tiny_with(changes))
-    assert expected_metric_points(config, SimpleNamespace(num_batches=batches)) == expected
