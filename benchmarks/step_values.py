@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 from experiments.zoo.datasets import load_digits  # noqa: E402
 from experiments.zoo.models import build_mlp  # noqa: E402
-from harness import compiled  # noqa: E402
+from harness.step import compiled  # noqa: E402
 from harness.step.engines import get_engine  # noqa: E402
 
 

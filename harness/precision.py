@@ -27,6 +27,7 @@ __all__ = [
     "float16_outputs",
     "loss_scale",
     "returns_float16",
+    "scales_loss",
 ]
 
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
@@ -68,8 +69,11 @@ def returns_float16(loss: Any, y_true: Any, y_pred: Any) -> bool:
     return "float16" in dtypes
 
 
+def scales_loss(optimizer: Any) -> bool:
+    """Whether the optimizer scales the loss (a `LossScaleOptimizer`, built or not)."""
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 def loss_scale(optimizer: Any) -> Any | None:
-    """The dynamic loss scale of a `LossScaleOptimizer`; None for any other optimizer."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.dynamic_scale
-    return None
+    """The dynamic loss scale of a built `LossScaleOptimizer`; None for any other optimizer."""
+    return optimizer.dynamic_scale if scales_loss(optimizer) else None

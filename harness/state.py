@@ -210,7 +210,8 @@ class CallbackStates:
 
     def restore(self, state: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> None:
         if not isinstance(state, Mapping):  # an older checkpoint: (class name, state) in order
-            state = _keyed_by_name(state)
+            _restore_in_order(list(self._callbacks()), state)
+            return
         callbacks = _keyed(self._callbacks())
         for key, callback in callbacks.items():
             saver = _saver(callback)
@@ -245,14 +246,19 @@ def _keyed(callbacks: Iterable[Any]) -> dict[str, Any]:
     return keyed
 
 
-def _keyed_by_name(saved: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    """A list of `(class name, state)` in callback order, keyed as `_keyed` keys them."""
-    keyed: dict[str, Any] = {}
-    seen: dict[str, int] = {}
-    for name, value in saved:
-        count = seen[name] = seen.get(name, -1) + 1
-        keyed[name if count == 0 else f"{name}#{count}"] = value
-    return keyed
+def _restore_in_order(callbacks: list[Any], saved: Sequence[tuple[str, Any]]) -> None:
+    """What checkpoints before state keys held: each callback's class name and state, in the
+    callbacks' order, which must be the same."""
+    names = [type(cb).__name__ for cb in callbacks]
+    if names != [name for name, _ in saved]:
+        raise ValueError(
+            f"the saved callback states are for {[name for name, _ in saved]}; this run has "
+            f"{names}. Resume with the same callbacks in the same order"
+        )
+    for callback, (_, value) in zip(callbacks, saved, strict=True):
+        saver = _saver(callback)
+        if saver is not None and value is not None:
+            saver[1](value)
 
 
 @functools.cache

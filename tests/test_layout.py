@@ -50,6 +50,24 @@ def _own_private_names() -> set[str]:
     return {name for name in names if name.startswith("_")}
 
 
+def _door_private_names() -> set[str]:
+    """The libraries' private names the doors touch: never touched elsewhere, even where one
+    of our own classes has an attribute of the same name."""
+    names: set[str] = set()
+    for path, tree in _modules(*PACKAGES):
+        if path not in DOORS:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                base = node.value
+                if not (isinstance(base, ast.Name) and base.id in ("self", "cls")):
+                    names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.isidentifier() and _private(node.value):  # getattr(x, "_name")
+                    names.add(node.value)
+    return names
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
@@ -66,7 +84,7 @@ def test_no_module_outside_tracking_builds_an_mlflow_client() -> None:
 
 
 def test_outside_the_doors_no_private_piece_of_a_library_is_touched() -> None:
-    own = _own_private_names() | ALLOWED_PRIVATE
+    own = (_own_private_names() - _door_private_names()) | ALLOWED_PRIVATE
     offences = []
     for path, tree in _modules(*PACKAGES):
         if path in DOORS:

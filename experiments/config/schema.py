@@ -206,6 +206,10 @@ class TrainerSection(_Section):
                 f"trainer.steps_per_execution ({per_call}); e.g. set steps_per_epoch="
                 f"{(spe // per_call + 1) * per_call}"
             )
+        if spe is not None and spe % self.accumulation_steps:
+            raise ValueError(
+                accumulation_mismatch(spe, self.accumulation_steps, "trainer.steps_per_epoch")
+            )
         if self.devices is not None and self.distribute == "none":
             raise ValueError(
                 f"trainer.devices ({', '.join(self.devices)}) picks the devices of "
@@ -213,6 +217,15 @@ class TrainerSection(_Section):
                 "trainer.distribute=mirrored, or drop trainer.devices"
             )
         return self
+
+
+def accumulation_mismatch(batches: int, k: int, source: str) -> str:
+    """The line for an epoch that does not split into whole accumulated updates."""
+    return (
+        f"trainer.accumulation_steps ({k}) must divide the epoch's {batches} batches (from "
+        f"{source}), or an update would mix two epochs' batches: set "
+        f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
+    )
 
 
 class FinetuneSection(_Section):

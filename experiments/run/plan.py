@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.config.schema import ExperimentConfig
+from experiments.config.schema import ExperimentConfig, accumulation_mismatch
 from experiments.errors import UsageError
 
 
@@ -73,7 +73,7 @@ def plan_run(config: ExperimentConfig, train: Any) -> RunPlan:
 
     Raises:
         UsageError: a generator without `trainer.steps_per_epoch` (no epoch length), or
-            `trainer.accumulation_steps` that does not divide an epoch's batches.
+            `trainer.accumulation_steps` that does not divide the data's batches.
     """
     from harness.data import GeneratorSource
 
@@ -85,13 +85,10 @@ def plan_run(config: ExperimentConfig, train: Any) -> RunPlan:
         )
     batches = trainer.steps_per_epoch or getattr(train, "num_batches", None)
     k = trainer.accumulation_steps
-    if batches is not None and batches % k:
-        source = "trainer.steps_per_epoch" if trainer.steps_per_epoch else "the data"
-        raise UsageError(
-            f"trainer.accumulation_steps ({k}) must divide the epoch's {batches} batches (from "
-            f"{source}), or an update would mix two epochs' batches: set "
-            f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
-        )
+    # With trainer.steps_per_epoch the schema holds this rule (a search prunes such a trial
+    # before it starts); the data's own length is known only here.
+    if not trainer.steps_per_epoch and batches is not None and batches % k:
+        raise UsageError(accumulation_mismatch(batches, k, "the data"))
     return RunPlan(
         epochs=trainer.epochs,
         batches_per_epoch=batches,

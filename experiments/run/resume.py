@@ -52,6 +52,9 @@ def find_resume_point(
         UsageError: no such run, no config or checkpoint recorded, checkpoint files missing
             or all damaged, or overrides that change what a resume cannot.
     """
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
     from tracking.mlflow import RunNotFound
 
     runs = tracking_store(tracking_uri)
@@ -62,7 +65,7 @@ def find_resume_point(
             f"harness resume: there is no run '{run_id}' at '{tracking_uri}'. Pass the run id "
             "`harness run` printed (or see harness runs), with the --tracking-uri it used"
         ) from None
-    except Exception as error:  # an unreachable server, an unreadable store
+    except (MlflowException, RequestException, OSError) as error:  # unreachable, unreadable
         raise UsageError(
             f"harness resume: cannot read run '{run_id}' at '{tracking_uri}': "
             f"{first_line(error)}. Check that the store or server is reachable, or pass the "

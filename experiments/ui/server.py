@@ -170,12 +170,15 @@ def _announce(address: str, tracking_uri: str, *, open_browser: bool) -> None:
 
 def _runs_view(address: str, tracking_uri: str) -> str:
     """The runs view of the newest experiment, with the compared columns if it has them."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
     from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import latest_experiment
 
     try:
         experiment = latest_experiment(tracking_store(tracking_uri))
-    except Exception as error:  # an unreachable server, an unreadable store
+    except (MlflowException, RequestException, OSError) as error:  # unreachable, unreadable
         raise UsageError(
             f"cannot read the MLflow store at '{tracking_uri}': {first_line(error)}. Check "
             "that the server is running, or pick another store with --tracking-uri"

@@ -31,7 +31,7 @@ import tensorflow as tf
 from keras import ops
 
 from harness import keras_internals
-from harness.precision import loss_scale
+from harness.precision import loss_scale, scales_loss
 from harness.stopping import NonFiniteGradients
 
 __all__ = ["NAN_POLICIES", "GradientPipeline", "NanPolicy", "NonFiniteGradients"]
@@ -119,7 +119,7 @@ class GradientPipeline:
         under `skip_step`, and `loss_scale` under dynamic loss scaling (mixed_float16)."""
         names = ["grad_norm"] if self.measure else []
         names += ["skipped_steps"] if self.on_nan == "skip_step" and self.measure else []
-        names += ["loss_scale"] if loss_scale(self.model.optimizer) is not None else []
+        names += ["loss_scale"] if scales_loss(self.model.optimizer) else []
         return names
 
     def step_values(self) -> dict[str, Any]:

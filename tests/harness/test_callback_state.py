@@ -59,12 +59,13 @@ def test_a_resumed_run_may_reorder_add_and_drop_callbacks() -> None:
         CallbackStates(lambda: [Counter()]).restore(saved)
 
 
-def test_an_older_checkpoint_s_list_of_states_restores_by_position_among_equals() -> None:
-    first, second = Counter(), Counter()
-    CallbackStates(lambda: [first, second]).restore(
-        [("Counter", {"count": 5}), ("Counter", {"count": 6})]
-    )
-    assert (first.count, second.count) == (5, 6)
+def test_an_older_checkpoint_s_list_of_states_restores_in_order() -> None:
+    first, second, early = Counter(), Counter(), _early(0)
+    saved = [("Counter", {"count": 5}), ("EarlyStopping", {"wait": 3}), ("Counter", {"count": 6})]
+    CallbackStates(lambda: [first, early, second]).restore(saved)
+    assert (first.count, early.wait, second.count) == (5, 3, 6)
+    with pytest.raises(ValueError, match="Resume with the same callbacks in the same order"):
+        CallbackStates(lambda: [first, second, early]).restore(saved)
 
 
 def test_only_callbacks_that_cannot_be_saved_are_warned_about_once() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking import MlflowClient
 
 from tracking.mlflow.retry import RetryPolicy
@@ -33,8 +34,11 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 
 
-class RunNotFound(LookupError):
-    """The store has no run with this id."""
+class RunNotFound(MlflowException, LookupError):
+    """The store has no run with this id (an `MlflowException`, as MLflow raises it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=RESOURCE_DOES_NOT_EXIST)
 
 
 class MlflowRuns:
@@ -256,7 +260,7 @@ class MlflowRuns:
             versions = list(
                 self.retry(lambda: self.client.search_model_versions(f"name = '{name}'"))
             )
-        except MlflowException:
+        except Exception:  # a store without a model registry: register as the first version
             versions = []
         if any(version.run_id == run_id for version in versions):
             return None
@@ -268,7 +272,8 @@ class MlflowRuns:
             except MlflowException as exc:  # registered already, with no versions yet
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        version = self.retry(
+        # Once: a retry after a reply lost in transit would register a second version.
+        version = self.retry.once()(
             lambda: self.client.create_model_version(
                 name,
                 source=found[-1].artifact_location,  # not models:/: resolved globally

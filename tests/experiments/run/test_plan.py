@@ -40,28 +40,18 @@ def test_the_plan_counts_updates_and_the_metric_points_they_log(
     assert plan.expected_metric_points == points
 
 
-@pytest.mark.parametrize(
-    ("changes", "batches", "message"),
-    [
-        (
-            {"trainer.accumulation_steps": 4, "trainer.steps_per_epoch": 6},
-            None,
-            "trainer.accumulation_steps (4) must divide the epoch's 6 batches (from "
-            "trainer.steps_per_epoch)",
-        ),
-        (
-            {"trainer.accumulation_steps": 3},
-            8,
-            "trainer.accumulation_steps (3) must divide the epoch's 8 batches (from the data)",
-        ),
-    ],
-)
-def test_an_update_that_would_span_two_epochs_is_refused(
-    changes: dict[str, Any], batches: int | None, message: str
-) -> None:
-    config = ExperimentConfig.model_validate(tiny_with(changes))  # the schema lets it through
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        plan_run(config, SimpleNamespace(num_batches=batches))
+def test_an_update_that_would_span_two_epochs_is_refused_once() -> None:
+    from pydantic import ValidationError
+
+    # With steps_per_epoch, the config alone breaks the rule: the schema refuses it (and a
+    # search prunes such a trial before it starts).
+    changes = {"trainer.accumulation_steps": 4, "trainer.steps_per_epoch": 6}
+    with pytest.raises(ValidationError, match=r"must divide the epoch's 6 batches \(from trainer"):
+        ExperimentConfig.model_validate(tiny_with(changes))
+    # Otherwise the data's length decides, known once the data is built.
+    config = ExperimentConfig.model_validate(tiny_with({"trainer.accumulation_steps": 3}))
+    with pytest.raises(UsageError, match=r"must divide the epoch's 8 batches \(from the data\)"):
+        plan_run(config, SimpleNamespace(num_batches=8))
 
 
 @pytest.mark.parametrize(
@@ -69,8 +59,9 @@ def test_an_update_that_would_span_two_epochs_is_refused(
     [
         {"trainer.engine": "custom", "trainer.log_every_n_steps": 1},
         {"trainer.engine": "fit", "trainer.accumulation_steps": 2, "trainer.on_nan": "skip_step"},
+        {"trainer.engine": "custom", "trainer.precision": "mixed_float16"},  # + loss_scale
     ],
-    ids=["custom-every-step", "fit-accumulated-skip-step"],
+    ids=["custom-every-step", "fit-accumulated-skip-step", "custom-loss-scaled"],
 )
 def test_a_real_run_logs_the_points_its_plan_expects(
     changes: dict[str, Any], mlflow_uri: str, in_tmp: Any

@@ -203,19 +203,31 @@ def test_bad_input_in_a_trial_stops_the_others_and_the_search(tmp_path: Path) ->
     assert supervisor.counts["failed"] == 2
 
 
+@pytest.mark.parametrize(
+    ("invalid", "reason"),
+    [
+        ({"trainer.epochs": {"categorical": [0]}}, "trainer.epochs: "),  # must be >= 1
+        (
+            {
+                "trainer.steps_per_epoch": {"categorical": [4]},
+                "trainer.accumulation_steps": {"categorical": [3]},
+            },
+            "trainer: Value error, trainer.accumulation_steps (3) must divide",
+        ),
+    ],
+    ids=["out-of-range", "accumulation-vs-steps-per-epoch"],
+)
 def test_an_invalid_combination_is_pruned_with_its_reason_and_never_launched(
-    tmp_path: Path,
+    tmp_path: Path, invalid: dict[str, Any], reason: str
 ) -> None:
-    space = {**SPACE, "trainer.epochs": {"categorical": [0]}}  # epochs must be >= 1
+    space = {**SPACE, **invalid}
     supervisor, launcher, lines, _ = _supervisor(tmp_path, ["-", "-"], slots=1, space=space)
     assert supervisor.run() is None
     trials = supervisor.study.get_trials()
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
-    assert all(
-        t.user_attrs[ERROR_ATTR].startswith("invalid config: trainer.epochs") for t in trials
-    )
+    assert all(t.user_attrs[ERROR_ATTR].startswith(f"invalid config: {reason}") for t in trials)
     assert launcher.launched == []
-    assert lines[0].startswith("trial 0 pruned: invalid config (trainer.epochs:")
+    assert lines[0].startswith(f"trial 0 pruned: invalid config ({reason}")
 
 
 def test_a_group_of_gpus_runs_its_trial_mirrored(tmp_path: Path) -> None:
