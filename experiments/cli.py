@@ -80,6 +80,10 @@ def run(
     if resume is not None:
         _resume(resume, [], tracking_uri, verbose=verbose, config=loaded)
         return
+    from experiments.tracking_setup import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, loaded.tracking.uri)
+    check_reachable(uri, doing="cannot start an MLflow run at")  # before TensorFlow loads
     _import_tensorflow_quietly(verbose=verbose)
     from experiments.run.run import run_experiment
 

@@ -50,12 +50,46 @@ TRACKING_RETRIES = 2
 TRACKING_BACKOFF_S = 0.5
 
 
-def tracking_store(uri: str) -> MlflowRuns:
-    """The experiments and runs at `uri`, under the project's one retry policy."""
+def check_reachable(uri: str, *, doing: str = "cannot reach") -> None:
+    """A tracking server that is not there is one line at once, not a wait of many seconds.
+
+    Raises:
+        UsageError: an `http(s)://` URI where no server answers.
+    """
+    from tracking.mlflow.store import UnreachableServer, check_server
+
+    try:
+        check_server(uri)
+    except UnreachableServer as error:
+        raise UsageError(
+            f"{doing} '{uri}': {error}. Check that the server is reachable, or pick another "
+            "store with --tracking-uri, tracking.uri or MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def tracking_store(uri: str, *, create: bool = True) -> MlflowRuns:
+    """The experiments and runs at `uri`, under the project's one retry policy.
+
+    Raises:
+        UsageError: a server that does not answer; a local store that is half-migrated, or
+            (`create` False) missing.
+    """
     from tracking.mlflow.retry import RetryPolicy
     from tracking.mlflow.runs import MlflowRuns
+    from tracking.mlflow.store import BrokenStore, MissingStore, open_client
 
-    return MlflowRuns(uri, retry=RetryPolicy(TRACKING_RETRIES, TRACKING_BACKOFF_S))
+    check_reachable(uri, doing="cannot reach the MLflow store at")
+
+    try:
+        client = open_client(uri, create=create)
+    except MissingStore as missing:
+        raise UsageError(
+            f"{missing}: nothing has been tracked there. Pass the --tracking-uri the runs used "
+            "(or run this in the folder that holds their mlflow.db)"
+        ) from None
+    except BrokenStore as broken:
+        raise UsageError(str(broken)) from None
+    return MlflowRuns(uri, retry=RetryPolicy(TRACKING_RETRIES, TRACKING_BACKOFF_S), client=client)
 
 
 def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ def check_checkpoint_dir(config: ExperimentConfig) -> None:
     """Before a new run: the directory can be made, and holds no other run's checkpoints."""
     template = config.checkpoint.dir
     fixed = template.split("{run_id}")[0].format(experiment=config.tracking.experiment)
-    root = Path(fixed) if "{run_id}" in template else Path(fixed).parent
-    make_directory(root, key="checkpoint.dir", example="checkpoints/{experiment}/{run_id}")
+    # The part before {run_id}; without it, the directory itself.
+    check_writable(Path(fixed), key="checkpoint.dir", example="checkpoints/{experiment}/{run_id}")
     if "{run_id}" not in template:
         directory = Path(fixed)
         if directory.is_dir() and any(directory.glob("ckpt-*")):
@@ -50,15 +52,24 @@ def open_store(config: ExperimentConfig, directory: Path) -> Any:
     )
 
 
-def make_directory(directory: Path, *, key: str, example: str) -> None:
-    """Create `directory` (and parents) or raise the one-line UsageError naming `key`."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+def check_writable(directory: Path, *, key: str, example: str) -> None:
+    """That `directory` can be written, or created, without creating it (the run's folders
+    appear only once the run exists): a one-line UsageError naming `key` otherwise."""
+    path = directory.absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    problem = None
+    if not existing.is_dir():
+        problem = f"'{existing}' is a file" if existing != path else "it is a file"
+    else:
+        try:  # the one test of writability that holds for root and special filesystems too
+            os.rmdir(tempfile.mkdtemp(prefix=".harness-check-", dir=existing))
+        except OSError as error:
+            problem = f"{error.strerror} in '{existing}'"
+    if problem is not None:
         raise UsageError(
-            f"{key}: cannot create '{directory}' ({error.strerror}). Point it at a writable "
+            f"{key}: cannot create '{directory}' ({problem}). Point it at a writable "
             f"directory, e.g. {key}={example}"
-        ) from None
+        )
 
 
 def checkpointing(

@@ -8,7 +8,7 @@ from typing import Any
 
 from experiments.config.schema import ExperimentConfig
 from experiments.errors import UsageError
-from experiments.run.checkpoints import check_checkpoint_dir, make_directory
+from experiments.run.checkpoints import check_checkpoint_dir, check_writable
 from experiments.run.plan import RunPlan, plan_run
 from experiments.run.schedules import build_learning_rate, build_plateau
 from experiments.zoo import registry
@@ -239,4 +239,4 @@ def _check_precision(model: Any, loss: Any, train: Any, config: ExperimentConfig
 
 
 def _check_tensorboard_dir(directory: Path) -> None:
-    make_directory(directory, key="tracking.tensorboard_dir", example="runs")
+    check_writable(directory, key="tracking.tensorboard_dir", example="runs")

@@ -57,7 +57,7 @@ def find_resume_point(
 
     from tracking.mlflow import RunNotFound
 
-    runs = tracking_store(tracking_uri)
+    runs = tracking_store(tracking_uri, create=False)
     try:
         run = runs.get_run(run_id)
     except RunNotFound:

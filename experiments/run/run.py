@@ -29,6 +29,7 @@ from experiments.run.signals import signals_deferred
 from experiments.tracking_setup import (
     TRACKING_BACKOFF_S,
     TRACKING_RETRIES,
+    check_reachable,
     resolve_tracking_uri,
     run_tags,
 )
@@ -70,9 +71,11 @@ def run_experiment(
         >>> result = run_experiment(load_config("experiments/configs/digits_mlp.yaml"))
     """
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
+    check_reachable(uri, doing="cannot start an MLflow run at")  # before any data is loaded
     prepared = prepare(config, resuming=resume is not None)  # seeds Python's `random`, …
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
     from tracking.mlflow import MlflowOptions
+    from tracking.mlflow.store import BrokenStore, sqlite_path
 
     extra_tags = dict(tags or {})
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
@@ -102,11 +105,13 @@ def run_experiment(
                 )
         finally:
             random.setstate(seeded)
+    except BrokenStore as broken:
+        raise UsageError(str(broken)) from None
     except Exception as error:  # unreachable server, unwritable store, deleted experiment
+        where = "its folder is writable" if sqlite_path(uri) else "the server is reachable"
         raise UsageError(
-            f"cannot start an MLflow run at '{uri}': {first_line(error)}. Check that the store "
-            "or server is reachable, or pick another with --tracking-uri, tracking.uri or "
-            "MLFLOW_TRACKING_URI"
+            f"cannot start an MLflow run at '{uri}': {first_line(error)}. Check that {where}, "
+            "or pick another store with --tracking-uri, tracking.uri or MLFLOW_TRACKING_URI"
         ) from None
     tb_dir = Path(config.tracking.tensorboard_dir) / config.tracking.experiment / mlflow_sink.run_id
     sink: Any = mlflow_sink

@@ -25,7 +25,7 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     from tracking.mlflow.queries import ExperimentNotFound, recent_runs
 
     try:
-        found = recent_runs(tracking_store(tracking_uri), experiment, limit=limit)
+        found = recent_runs(tracking_store(tracking_uri, create=False), experiment, limit=limit)
     except ExperimentNotFound as missing:
         raise UsageError(
             f"--experiment: no experiment named '{missing.name}' at {tracking_uri}. "
@@ -99,7 +99,7 @@ def study_frame(tracking_uri: str, study: str) -> Any:
     from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import tagged_runs
 
-    runs = tracking_store(tracking_uri)
+    runs = tracking_store(tracking_uri, create=False)
     parents = tagged_runs(runs, {"harness.study": study, "harness.role": "study"})
     if not parents:
         raise UsageError(

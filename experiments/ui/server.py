@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from experiments.errors import UsageError, first_line
 from experiments.ui.links import VIEW_KEY, VIEW_STATE_TAG_PREFIX, runs_view_url
+from tracking.mlflow.store import store_lock
 
 _START_TIMEOUT_S = 120.0
 
@@ -49,7 +51,14 @@ def serve_ui(
     # the runs view.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    exposed = exposure_warning(host, port)
+    if exposed is not None:
+        print(exposed, file=sys.stderr, flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too
+    # The server creates a new store's tables: no other process of ours opens the store until
+    # it serves (`tracking.mlflow.store`).
+    starting = contextlib.ExitStack()
+    starting.enter_context(store_lock(tracking_uri))
     # Both of the server's streams go to our stderr: stdout is for the address, for scripts.
     # Its own session: the server's workers are stopped as one group.
     server = subprocess.Popen(
@@ -59,11 +68,12 @@ def serve_ui(
     try:
         log = _ServerLog(server)
         # Importing MLflow takes seconds too: do it while the server starts. (Not the lookup:
-        # on a new store the server creates the tables, and two creators race.)
+        # on a new store the server creates the tables meanwhile.)
         with ThreadPoolExecutor(1) as pool:
             importing = pool.submit(importlib.import_module, "mlflow.tracking")
             _wait_until_serving(server, address, log)
             importing.result()
+        starting.close()
         log.start_echo()
         _announce(address, tracking_uri, open_browser=open_browser)
         print("Ctrl-C stops the server.", flush=True)
@@ -80,10 +90,28 @@ def serve_ui(
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            starting.close()
             _stop(server)
         finally:
             signal.signal(signal.SIGINT, interrupt)
             signal.signal(signal.SIGTERM, previous)
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The line to show when the UI listens beyond this machine: it has no authentication."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"harness ui: warning: the MLflow UI has no authentication, and --host {host} lets "
+        f"anyone who reaches this machine's port {port} read, change and delete these runs. "
+        "Leave --host out (127.0.0.1) to keep it on this machine"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -296,6 +296,30 @@ CASES = [
         ["tracking.tensorboard_dir=tiny.yaml"],
         ["tracking.tensorboard_dir: cannot create 'tiny.yaml'"],
     ),
+    (
+        "checkpoint-dir-is-a-file",
+        {},
+        ["checkpoint.dir=tiny.yaml"],
+        ["checkpoint.dir: cannot create 'tiny.yaml' (it is a file)"],
+    ),
+    (
+        "checkpoint-dir-under-a-file",
+        {},
+        ["checkpoint.dir=tiny.yaml/{run_id}"],
+        ["checkpoint.dir: cannot create 'tiny.yaml' (it is a file)"],
+    ),
+    (
+        "checkpoint-dir-not-writable",
+        {},
+        ["checkpoint.dir=/proc/harness-{run_id}"],
+        ["checkpoint.dir: cannot create '/proc/harness-'", "in '/proc'"],
+    ),
+    (
+        "refused-tracking-server",
+        {},
+        ["--tracking-uri", "http://127.0.0.1:9"],
+        ["cannot start an MLflow run at 'http://127.0.0.1:9'", "(connection refused)"],
+    ),
 ]
 
 
@@ -329,6 +353,7 @@ def test_bad_input_is_one_line_exit_2_and_no_run(
     assert not db.exists(), "no MLflow store (hence no run) may be created on bad input"
     assert not (in_tmp / "mlflow.db").exists()
     assert not (in_tmp / "runs").exists()
+    assert not (in_tmp / "checkpoints").exists()  # a run's folders appear once it exists
 
 
 def test_malformed_yaml_names_the_line(in_tmp: Path, capsys) -> None:
@@ -428,3 +453,14 @@ def test_numbers_read_as_users_mean_them_in_files_and_overrides(
     for loaded in (from_file, from_override):
         decay = loaded.optimizer.params["weight_decay"]
         assert decay == value and type(decay) is type(value)
+
+
+@pytest.mark.parametrize("command", [["resume", "0" * 32], ["runs"], ["runs", "--study", "s"]])
+def test_commands_that_read_a_store_never_create_one(
+    command: list[str], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _run_cli([*command, "--tracking-uri", "sqlite:///mlflow.db"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "there is no MLflow store at 'sqlite:///mlflow.db'" in line
+    assert list(in_tmp.iterdir()) == []

@@ -26,6 +26,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking import MlflowClient
 
 from tracking.mlflow.retry import RetryPolicy
+from tracking.mlflow.store import open_client
 
 # MLflow's limits (mlflow.utils.validation): params and tags per log_batch request, a param's
 # and a tag's value.
@@ -48,6 +49,9 @@ class MlflowRuns:
         tracking_uri: an MLflow tracking URI (`sqlite:///mlflow.db`, `http://HOST:5000`, ...).
         retry: how each call is retried on a transient failure (default `RetryPolicy()`).
         client: an `MlflowClient` to use instead of a new one for `tracking_uri`.
+
+    Raises:
+        BrokenStore: a local store an interrupted migration left half-done.
     """
 
     def __init__(
@@ -59,7 +63,7 @@ class MlflowRuns:
     ) -> None:
         self.tracking_uri = tracking_uri
         self.retry = retry or RetryPolicy()
-        self.client = client or MlflowClient(tracking_uri)
+        self.client = client or open_client(tracking_uri)
 
     def with_retry(self, retry: RetryPolicy) -> MlflowRuns:
         """The same store and client under another retry policy."""

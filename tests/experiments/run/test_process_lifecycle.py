@@ -278,3 +278,41 @@ def test_harness_ui_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> No
         f"harness: error: the MLflow UI did not start at http://127.0.0.1:{port}"
     )
     assert "pick another with --port" in last and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_six_runs_started_together_in_an_empty_folder_all_finish(
+    tmp_path: Path, attempt: int
+) -> None:
+    """The default store (`sqlite:///mlflow.db`) does not exist yet: each run would create it,
+    and MLflow's migrations racing each other broke it for good."""
+    config = write_config(tmp_path, {"trainer.epochs": 1, "data.params.limit": 100})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    harness = Path(sys.executable).with_name("harness")
+    runs = [
+        subprocess.Popen(
+            [str(harness), "run", str(config), "tracking.system_metrics_every_s=0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 6, "\n---\n".join(outputs)
+    found = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["1"])
+    assert sorted(run.info.status for run in found) == ["FINISHED"] * 6
+
+
+def test_a_refused_tracking_server_is_named_in_one_line(in_tmp: Path, capsys) -> None:
+    port = _free_port()  # nothing listens there
+    config = write_config(in_tmp)
+    code = main(["run", str(config), "--tracking-uri", f"http://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert f"cannot start an MLflow run at 'http://127.0.0.1:{port}'" in line
+    assert "Check that the server is reachable" in line

@@ -206,9 +206,10 @@ def _rebuild(reply: tuple[str, str, str]) -> Exception:
 def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[bytes]) -> None:
     from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from tracking.mlflow.store import open_client
+
+    client = open_client(tracking_uri)
     pickle.dump(_READY, replies)
     replies.flush()
     while True:
