@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # budget per request keeps failures prompt; set these variables to override.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# A config or a checkpoint downloaded from the run: not worth a progress bar in the terminal.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 app = typer.Typer(
     name="harness",
@@ -58,7 +60,12 @@ def run(
     ] = None,
     tracking_uri: TrackingUri = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Show TensorFlow's own C++ log lines.")
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show TensorFlow's own C++ log lines, and the traceback of an error your "
+            "own code (model, data, callback) raised.",
+        ),
     ] = False,
     resume: Annotated[
         str | None,
@@ -298,9 +305,12 @@ def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
     command = typer.main.get_command(app)
+    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
     try:
         status = command.main(args=argv, prog_name="harness", standalone_mode=False)
     except UsageError as error:
+        if verbose and error.details:
+            print(error.details, file=sys.stderr, end="")
         print(f"harness: error: {error}", file=sys.stderr)
         return UsageError.exit_code
     except TrainingFailed as error:  # the run is in the store, marked FAILED with the reason

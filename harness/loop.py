@@ -261,8 +261,11 @@ class TrainingLoop:
                 # Checkpoints and stops come at update boundaries: never mid-accumulation.
                 boundary = (last + 1) % self.gradients.accumulation_steps == 0
                 if self._saver is not None:
+                    # A short last execution is reported by its nominal index (as fit() does):
+                    # the batches done are at most the epoch's.
+                    done = min(last + 1, data.num_batches or last + 1)
                     self._saver.after_batches(
-                        last - first + 1, last + 1, epoch=self._epoch, boundary=boundary
+                        last - first + 1, done, epoch=self._epoch, boundary=boundary
                     )
                 if model.stop_training or self._halt.message:
                     break

@@ -15,14 +15,20 @@ from experiments.config.schema import ExperimentConfig
 from experiments.errors import UsageError
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), *, shown_as: str | None = None
+) -> ExperimentConfig:
     """Read, override and validate an experiment config.
+
+    `shown_as`: what messages call the file (a run's config, downloaded to a temporary file
+    the user never wrote), instead of its path.
 
     Raises:
         UsageError: the file is missing or malformed, an override is malformed, or a value
             breaks a rule; the message says which, where and how to fix it.
     """
     path = Path(path)
+    shown = shown_as or str(path)
     if not path.is_file():
         raise UsageError(
             f"config file not found: '{path}'. Pass the path of a YAML config, e.g. "
@@ -36,16 +42,26 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         ) from None
     try:
         raw = yaml_loader.load(text)
+    except yaml_loader.DuplicateKey as twice:
+        raise UsageError(
+            f"{shown}, line {twice.problem_mark.line + 1}: the key '{_quoted(twice.key)}' appears "
+            f"twice in one section (first at line {twice.first_line}); YAML would keep only "
+            "the second, dropping the first without a word. Keep one"
+        ) from None
+    except yaml_loader.TooLarge as large:
+        raise UsageError(
+            f"{shown}: the config is too large to be one ({large}). Write it as plain sections"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise UsageError(
-            f"{path}: malformed YAML at {where}: {problem}. Fix the YAML syntax there"
+            f"{shown}: malformed YAML at {where}: {problem}. Fix the YAML syntax there"
         ) from None
     if not isinstance(raw, dict):
         raise UsageError(
-            f"{path}: a config must be a YAML mapping of sections (model, data, ...). "
+            f"{shown}: a config must be a YAML mapping of sections (model, data, ...). "
             f"Received {type(raw).__name__}; start the file with 'model:'"
         )
     for override in overrides:
@@ -53,11 +69,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise UsageError(_explain(error, path, text, overrides)) from None
+        raise UsageError(_explain(error, shown, text, overrides)) from None
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
-    key, sep, value = override.partition("=")
+def _apply_override(raw: dict[str, Any], given: str) -> None:
+    key, sep, value = given.partition("=")
+    override = _quoted(given)  # as messages show it
     if not sep or not key or any(not part for part in key.split(".")):
         raise UsageError(
             f"malformed override '{override}': overrides are dotted key=value pairs. "
@@ -66,10 +83,14 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     try:
         parsed = yaml_loader.load(value) if value else ""
     except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = _quoted(
+            str(getattr(error, "problem", None) or error).splitlines()[0]
+            if not isinstance(error, yaml_loader.TooLarge)
+            else f"too large: {error}"
+        )
         raise UsageError(
             f"override '{override}': the value is not valid YAML ({problem}). Values are read "
-            f"as YAML; quote a plain string, e.g. {key}='\"...\"'"
+            f"as YAML; quote a plain string, e.g. {_quoted(key)}='\"...\"'"
         ) from None
     node: Any = raw
     *parents, leaf = key.split(".")
@@ -109,10 +130,10 @@ def _list_item(items: list[Any], part: str, override: str) -> Any:
     return item
 
 
-def _explain(error: ValidationError, path: Path, text: str, overrides: Sequence[str]) -> str:
+def _explain(error: ValidationError, path: str, text: str, overrides: Sequence[str]) -> str:
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
-    dotted = ".".join(loc)
+    dotted = _quoted(".".join(loc))
     where = _where(text, first["loc"], path, overrides)
     if first["type"] == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
@@ -121,11 +142,19 @@ def _explain(error: ValidationError, path: Path, text: str, overrides: Sequence[
         return f"{where}: unknown key '{dotted}'.{hint} Valid keys here: {', '.join(valid)}"
     if first["type"] == "missing":
         return f"{where}: missing required key '{dotted}'. Add it to the config"
-    received = first.get("input")
+    received = _quoted(repr(first.get("input")))
     return (
-        f"{where}: {dotted}: {first['msg']}; received {received!r}. "
+        f"{where}: {dotted}: {first['msg']}; received {received}. "
         f"Fix it in the file or override it: {dotted}=VALUE"
     )
+
+
+QUOTED = 120  # characters of a value a message quotes
+
+
+def _quoted(text: str) -> str:
+    """`text`, cut to what an error line can show (a value may be a whole file long)."""
+    return text if len(text) <= QUOTED else f"{text[:QUOTED]}… ({len(text):,} characters)"
 
 
 def _valid_keys(section_loc: list[str]) -> list[str]:
@@ -148,7 +177,7 @@ def _valid_keys(section_loc: list[str]) -> list[str]:
     return sorted((info.alias or name) for name, info in model.model_fields.items())
 
 
-def _where(text: str, loc: tuple[Any, ...], path: Path, overrides: Sequence[str]) -> str:
+def _where(text: str, loc: tuple[Any, ...], path: str, overrides: Sequence[str]) -> str:
     dotted = ".".join(str(part) for part in loc)
     if any(o.partition("=")[0] == dotted for o in overrides):
         return f"{path} (command-line override)"

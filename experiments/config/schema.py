@@ -13,7 +13,11 @@ from experiments.config.urls import redact_all
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No infinite or NaN number is ever a setting (a rate of .inf fails only inside the graph).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+MAX_COUNT = 10**9  # epochs, steps: beyond any run, within what a schedule can count
 
 
 class ModelSection(_Section):
@@ -180,12 +184,12 @@ class EmaSection(_Section):
 
 class TrainerSection(_Section):
     engine: Literal["fit", "custom"] = "fit"
-    epochs: int = Field(1, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
-    validation_steps: int | None = Field(None, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_COUNT)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_COUNT)
+    validation_steps: int | None = Field(None, ge=1, le=MAX_COUNT)
     steps_per_execution: int = Field(1, ge=1)
     jit_compile: bool = False
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="NumPy's seeds are 32-bit")
     deterministic: bool = False
     log_every_n_steps: int = Field(10, ge=1)
     progress: Literal["auto", "bar", "lines", "none"] = "auto"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config.schema import ExperimentConfig
-from experiments.errors import UsageError
+from experiments.errors import UsageError, first_line, user_code_error
 from experiments.run.checkpoints import check_checkpoint_dir, check_writable
 from experiments.run.plan import RunPlan, plan_run
 from experiments.run.schedules import build_learning_rate, build_plateau
@@ -78,6 +78,7 @@ def prepare(config: ExperimentConfig, *, resuming: bool = False) -> Prepared:
         with dtype_policy(config.trainer.precision):  # layers take the policy they are built in
             model = _call_factory(model_factory, config.model.params, what="model")
         _check_model_fits_data(model, sample_input, data.train.element_spec, config)
+        _check_labels_and_scores(model, loss, metrics, data.train, config)
         _check_precision(model, loss, data.train, config)
         model.compile(
             optimizer=optimizer,
@@ -170,14 +171,16 @@ def _finetune_and_gradients(model: Any, config: ExperimentConfig, callbacks: lis
 
 
 def _call_factory(factory: Any, params: dict[str, Any], *, what: str) -> Any:
+    name = getattr(factory, "__name__", factory)
     try:
         return factory(**params)
     except (TypeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise UsageError(
-            f"{what}.params: {getattr(factory, '__name__', factory)} rejected {params}: "
-            f"{first_line}. Use the factory's own argument names and valid values"
+            f"{what}.params: {name} rejected {params}: {first_line(error)}. Use the factory's "
+            "own argument names and valid values"
         ) from None
+    except Exception as error:  # the factory's own code failed
+        raise user_code_error(f"{what}: the factory {name}", error, fix="Fix the factory") from None
 
 
 def _check_model_fits_data(
@@ -205,6 +208,64 @@ def _check_model_fits_data(
             f"({config.data.name}): {first_line}. Make model.params (e.g. input_shape) match "
             "the data"
         ) from None
+
+
+def _check_labels_and_scores(
+    model: Any, loss: Any, metrics: list[Any], train: Any, config: ExperimentConfig
+) -> None:
+    """On array data: class indices within the model's outputs (for a sparse categorical
+    loss), and the loss and each metric computed on two examples, so what would fail inside
+    the first step is bad input instead."""
+    arrays = getattr(train, "arrays", None)
+    if arrays is None or len(arrays) < 2:
+        return  # a stream: its batches are only seen in training
+    import keras
+    import numpy as np
+
+    x, y = arrays[0], arrays[1]
+    outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    name = getattr(config.loss, "name", config.loss)
+    if outputs and "sparse_categorical" in _loss_name(loss) and np.issubdtype(y.dtype, np.number):
+        bad = np.flatnonzero((y < 0) | (y >= outputs))
+        if bad.size:
+            raise UsageError(
+                f"data ({config.data.name}): loss ({name}) takes class indices in [0, {outputs}) "
+                f"for the model's {outputs} outputs, and the training labels hold "
+                f"{y.flat[bad[0]].item()!r} (example {bad[0]}). Fix the labels, or the model's "
+                "number of classes (model.params)"
+            )
+    predicted = model(x[:2], training=False)
+    targets = y[:2]
+    scorers = [("loss", name, keras.losses.get(loss) if isinstance(loss, str) else loss)]
+    scorers += [
+        (f"metrics[{i}]", getattr(m, "name", m), m)
+        for i, m in enumerate(metrics)
+        if not isinstance(m, str)  # a Keras name: compile() resolves it from the loss
+    ]
+    for key, shown, scorer in scorers:
+        try:
+            if isinstance(scorer, keras.metrics.Metric):
+                scorer.update_state(targets, predicted)
+                scorer.result()
+                scorer.reset_state()
+            else:
+                scorer(targets, predicted)
+        except Exception as error:
+            raise user_code_error(
+                f"{key} ({shown}) on two examples of data ({config.data.name})",
+                error,
+                fix=f"Check {key}'s params and that it fits the model's outputs and the labels",
+            ) from None
+
+
+def _loss_name(loss: Any) -> str:
+    """A loss's name in snake case, for what kind of labels it takes."""
+    import re
+
+    text = loss if isinstance(loss, str) else type(loss).__name__
+    if text == "function":
+        text = getattr(loss, "__name__", "")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", text).lower()
 
 
 def _check_precision(model: Any, loss: Any, train: Any, config: ExperimentConfig) -> None:

@@ -86,9 +86,10 @@ def find_resume_point(
                 f"harness resume: run '{run_id}' has no {CONFIG_ARTIFACT} artifact to resume "
                 "its config from"
             ) from None
-        original = load_config(local)
+        shown = f"run {run_id}'s {CONFIG_ARTIFACT}"
+        original = load_config(local, shown_as=shown)
         if config is None:
-            config = load_config(local, overrides)
+            config = load_config(local, overrides, shown_as=shown)
     changed = _changes(original, config)
     refused = sorted(key for key in changed if key not in SAFE_TO_CHANGE)
     if refused:

@@ -54,9 +54,29 @@ def parse_devices(text: str | None) -> list[Slot]:
         )
     if len(set(ids)) != len(ids):
         raise UsageError(f"--devices '{text}': a GPU appears twice; each GPU belongs to one slot")
+    _check_visible(text, ids)
     if ":" not in text:  # one GPU per trial
         return [Slot(f"gpu{gpu}", (gpu,)) for gpu in ids]
     return [Slot("gpu" + "+".join(group), group) for group in groups]
+
+
+# Set to 1, GPU ids need not be visible: trials are labelled with them and see no GPU (tests
+# of the device pool on a machine without one).
+PLACEHOLDER_GPUS = "HARNESS_PLACEHOLDER_GPUS"
+
+
+def _check_visible(text: str, ids: list[str]) -> None:
+    if os.environ.get(PLACEHOLDER_GPUS) == "1":
+        return
+    visible = _visible_gpus()
+    absent = [gpu for gpu in ids if gpu not in visible]
+    if absent:
+        named = f"GPU {absent[0]} is" if len(absent) == 1 else f"GPUs {', '.join(absent)} are"
+        raise UsageError(
+            f"--devices '{text}': {named} not visible on this machine "
+            f"(visible GPUs: {', '.join(visible) or 'none'}). Name visible GPUs (nvidia-smi "
+            "lists them), or use CPU slots: --devices cpu:N"
+        )
 
 
 def _cpu_slots(count: int) -> list[Slot]:

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from experiments.errors import UsageError
+from experiments.errors import UsageError, first_line, user_code_error
 
 MODELS: dict[str, str] = {
     "mlp": "experiments.zoo.models:build_mlp",
@@ -46,6 +46,12 @@ def import_object(path: str, *, what: str) -> Any:
         raise UsageError(
             f"{what}: cannot import module '{module_name}' of '{path}' ({error}). "
             "Check the spelling and that the package is installed or on PYTHONPATH"
+        ) from None
+    except Exception as error:  # the module itself raised while it was imported
+        raise user_code_error(
+            f"{what}: importing module '{module_name}' of '{path}'",
+            error,
+            fix="Fix that module",
         ) from None
     try:
         return getattr(module, attr)
@@ -130,7 +136,11 @@ def instantiate(
     except (TypeError, ValueError) as error:
         raise UsageError(
             f"{what}: {cls.__name__} rejected {dict(kwargs if shown is None else shown)}: "
-            f"{error}. Use its own argument names"
+            f"{first_line(error)}. Use its own argument names"
+        ) from None
+    except Exception as error:  # the class's own code failed
+        raise user_code_error(
+            f"{what}: {cls.__name__}(...)", error, fix="Fix it or its arguments"
         ) from None
 
 

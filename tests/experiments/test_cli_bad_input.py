@@ -315,6 +315,76 @@ CASES = [
         ["checkpoint.dir: cannot create '/proc/harness-'", "in '/proc'"],
     ),
     (
+        "seed-beyond-32-bits",
+        {"trainer.seed": 1180591620717411303424},
+        [],
+        ["trainer.seed", "less than or equal to 4294967295", "received 1180591620717411303424"],
+    ),
+    (
+        "infinite-learning-rate",
+        {"optimizer.learning_rate": float("inf")},
+        [],
+        ["optimizer.learning_rate", "finite number"],
+    ),
+    (
+        "nan-learning-rate",
+        {},
+        ["optimizer.learning_rate=.nan"],
+        ["optimizer.learning_rate", "finite number"],
+    ),
+    (
+        "epochs-beyond-any-run",
+        {},
+        ["trainer.epochs=100000000000"],
+        ["trainer.epochs", "less than or equal to 1000000000"],
+    ),
+    (
+        "epochs-beyond-any-number",
+        {},
+        ["trainer.epochs=1e29"],
+        ["trainer.epochs", "received 1e+29"],
+    ),
+    (
+        "module-that-raises-on-import",
+        {"model.name": "tests.experiments.raising_module:build"},
+        [],
+        [
+            "model.name: importing module 'tests.experiments.raising_module'",
+            "raised RuntimeError: broken on import",
+            "--verbose shows the traceback",
+        ],
+    ),
+    (
+        "model-factory-that-raises",
+        {"model": {"name": "tests.experiments.user_code:broken_factory"}},
+        [],
+        ["model: the factory broken_factory raised RuntimeError: the factory broke"],
+    ),
+    (
+        "data-factory-that-raises",
+        {"data.name": "tests.experiments.user_code:broken_factory"},
+        [],
+        ["data: the factory broken_factory raised RuntimeError: the factory broke"],
+    ),
+    (
+        "callback-that-raises",
+        {"callbacks": [{"class_path": "tests.experiments.user_code:BrokenCallback"}]},
+        [],
+        ["callbacks[0].init_args: BrokenCallback(...) raised RuntimeError: the callback broke"],
+    ),
+    (
+        "label-outside-the-model-s-classes",
+        {"data": {"name": "tests.experiments.user_code:digits_with_a_stray_label"}},
+        [],
+        ["takes class indices in [0, 10)", "the training labels hold 56 (example 37)"],
+    ),
+    (
+        "metric-param-of-the-wrong-type",
+        {"metrics": [{"name": "sparse_top_k_categorical_accuracy", "params": {"k": "abc"}}]},
+        [],
+        ["metrics[0] (sparse_top_k_categorical_accuracy) on two examples", "TypeError"],
+    ),
+    (
         "refused-tracking-server",
         {},
         ["--tracking-uri", "http://127.0.0.1:9"],
@@ -464,3 +534,71 @@ def test_commands_that_read_a_store_never_create_one(
     (line,) = err.strip().splitlines()
     assert "there is no MLflow store at 'sqlite:///mlflow.db'" in line
     assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (  # a second section of the same name would silently replace the first
+            "model: {name: mlp}\ndata: {name: digits}\nloss: mse\ntrainer:\n  seed: 7\n"
+            "tracking: {experiment: t}\ntrainer:\n  epochs: 1\n",
+            ["line 7: the key 'trainer' appears twice in one section (first at line 4)"],
+        ),
+        (
+            "model: {name: mlp}\nloss: mse\ndata:\n  name: digits\n  "
+            + "x: "
+            + "[" * 20000
+            + "]" * 20000
+            + "\n",
+            ["the config is too large to be one (it nests deeper than 100 levels)"],
+        ),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n"
+                for i in range(8)
+            ),
+            ["the config is too large to be one (its aliases expand to more than 100,000"],
+        ),
+    ],
+    ids=["duplicate-section", "nested-20000-deep", "alias-bomb"],
+)
+def test_yaml_that_would_mislead_or_explode_is_one_short_line(
+    text: str, fragments: list[str], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = in_tmp / "odd.yaml"
+    path.write_text(text)
+    code, err = _run_cli(["run", str(path), "--tracking-uri", "sqlite:///m.db"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert len(line) < 400
+    for fragment in fragments:
+        assert fragment in line
+    assert list(in_tmp.iterdir()) == [path]
+
+
+def test_an_override_s_long_value_is_quoted_short(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(in_tmp)
+    long_value = "x" * 100_000
+    code, err = _run_cli(["run", str(config), f"trainer.epochs={long_value}"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "trainer.epochs" in line and "(100,002 characters)" in line and len(line) < 500
+
+
+def test_verbose_shows_the_traceback_of_the_user_s_own_code(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(in_tmp, {"model": {"name": "tests.experiments.user_code:broken_factory"}})
+    args = ["run", str(config), "--tracking-uri", "sqlite:///m.db"]
+    assert main(args) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert main([*args, "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "Traceback (most recent call last)" in err
+        and 'raise RuntimeError("the factory broke")' in err
+    )
+    assert err.strip().splitlines()[-1].startswith("harness: error: model: the factory")

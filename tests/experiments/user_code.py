@@ -130,3 +130,26 @@ class SlowToWrite:
 
         time.sleep(self.seconds)
         return (SlowToWrite, (self.seconds,))
+
+
+def broken_factory(**params: object) -> keras.Model:
+    """A model or data factory whose own code fails."""
+    raise RuntimeError("the factory broke")
+
+
+class BrokenCallback(keras.callbacks.Callback):
+    """A callback whose constructor fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        raise RuntimeError("the callback broke")
+
+
+def digits_with_a_stray_label(limit: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Digits whose labels hold one class the 10-way model does not have."""
+    from experiments.zoo.datasets import load_digits
+
+    x, y = load_digits(limit=limit)
+    y = y.copy()
+    y[37] = 56
+    return x, y

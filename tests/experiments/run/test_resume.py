@@ -165,6 +165,10 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     assert "there is no run '0123456789abcdef0123456789abcdef'" in line
     line = _one_line_exit_2(["resume", run_id, "optimizer.learning_rate=0.5", *uri], capsys)
     assert "cannot continue with other settings: optimizer.learning_rate (0.01 -> 0.5)" in line
+    line = _one_line_exit_2(["resume", run_id, "trainer.epochz=3", *uri], capsys)
+    assert line.startswith(  # the run's config, not a temporary file the user never wrote
+        f"harness: error: run {run_id}'s config.yaml (command-line override): unknown key"
+    )
     changed = write_config(in_tmp, {**changes, "data.batch_size": 16}, "changed.yaml")
     line = _one_line_exit_2(["run", str(changed), "--resume", run_id, *uri], capsys)
     assert "data.batch_size (32 -> 16)" in line

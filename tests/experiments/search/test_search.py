@@ -96,8 +96,13 @@ def _explained(out: bytes, root: Path, name: str) -> str:
 
 
 def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
-    in_tmp: Path, mlflow_uri: str, trial_env: None, capsys: pytest.CaptureFixture[str]
+    in_tmp: Path,
+    mlflow_uri: str,
+    trial_env: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("HARNESS_PLACEHOLDER_GPUS", "1")  # GPU ids this machine does not have
     config = _config(
         in_tmp, "pool", {"n_trials": 5, "seed": 0}, **{"tracking.system_metrics_every_s": 0.5}
     )

@@ -29,8 +29,26 @@ from experiments.search.slots import Slot, parse_devices
         ("cpu:1", [Slot("cpu0")]),
     ],
 )
-def test_gpu_and_single_cpu_slots(text: str, slots: list[Slot]) -> None:
+def test_gpu_and_single_cpu_slots(
+    text: str, slots: list[Slot], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,7")
     assert parse_devices(text) == slots
+
+
+@pytest.mark.parametrize(("visible", "placeholders"), [("", None), ("0,1", None), ("", "1")])
+def test_a_gpu_that_is_not_visible_is_refused_unless_placeholders_are_asked_for(
+    visible: str, placeholders: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    if placeholders is None:
+        monkeypatch.delenv("HARNESS_PLACEHOLDER_GPUS", raising=False)
+        absent = "GPU 7 is" if visible else "GPUs 1, 7 are"
+        with pytest.raises(UsageError, match=f"--devices '1,7': {absent} not visible on this"):
+            parse_devices("1,7")
+    else:
+        monkeypatch.setenv("HARNESS_PLACEHOLDER_GPUS", placeholders)
+        assert [slot.name for slot in parse_devices("1,7")] == ["gpu1", "gpu7"]
 
 
 def test_cpu_slots_share_the_cores_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +79,10 @@ def test_the_default_is_every_visible_gpu_else_one_cpu_slot(
         ("", "GPU ids are integers"),
     ],
 )
-def test_bad_devices_are_one_line_naming_the_forms(text: str, message: str) -> None:
+def test_bad_devices_are_one_line_naming_the_forms(
+    text: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     with pytest.raises(UsageError, match=message) as raised:
         parse_devices(text)
     assert f"--devices '{text.strip()}'" in str(raised.value)

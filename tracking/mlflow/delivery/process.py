@@ -240,4 +240,7 @@ if __name__ == "__main__":
     # Keep the reply channel clean: anything printed (warnings, logging) goes to stderr.
     reply_channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    _serve(sys.argv[1], sys.argv[2], sys.stdin.buffer, reply_channel)
+    try:
+        _serve(sys.argv[1], sys.argv[2], sys.stdin.buffer, reply_channel)
+    except (BrokenPipeError, ConnectionResetError, pickle.UnpicklingError):
+        pass  # the parent is gone (killed): nobody reads a reply
