@@ -130,7 +130,7 @@ def _from_mirror(runs: Any, run_id: str, directory: Path, config: ExperimentConf
 def _latest_checkpoint(
     run_id: str, directory: Path, config: ExperimentConfig, changed: dict[str, Any]
 ) -> ResumePoint:
-    from harness.checkpoints import DamagedCheckpoint
+    from harness.checkpoints import DamagedCheckpoint, PickledCheckpoint
 
     if not directory.is_dir():
         raise UsageError(
@@ -141,7 +141,7 @@ def _latest_checkpoint(
     store = open_store(config, directory)
     try:
         loaded = store.load_latest()
-    except DamagedCheckpoint as error:
+    except (DamagedCheckpoint, PickledCheckpoint) as error:
         raise UsageError(f"harness resume: run '{run_id}': {error}") from None
     if loaded is None:
         raise UsageError(

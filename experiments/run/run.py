@@ -35,6 +35,7 @@ from experiments.tracking_setup import (
 )
 from experiments.ui.compare_view import publish_compare_view
 from experiments.ui.links import VIEW_KEY, run_url, runs_view_url, ui_address
+from harness.checkpoints.plain import NotPlainData
 from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
 
 
@@ -143,7 +144,7 @@ def run_experiment(
                 started(mlflow_sink.run_id)
             history = _train_and_log(prepared, sink, stop, policy, resume, extra_callbacks)
             view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
-    except (NonFiniteGradients, TrainingFailed) as failed:
+    except (NonFiniteGradients, NotPlainData, TrainingFailed) as failed:
         with signals_deferred():
             sink.close("FAILED", error=str(failed))
         raise TrainingFailed(str(failed)) from None

@@ -1,10 +1,12 @@
 """A checkpoint on disk: one directory, `ckpt-<sequence>`, that verifies itself.
 
-It holds `state.pkl` — what `TrainingLoop.capture_state()` returned (plain Python and NumPy,
-keyed by the parts `harness.state.Parts` names), pickled with the arrays out of band — and
-`manifest.json`: the format, the sequence, the step (optimizer updates), epoch and batch it
-was taken at, the monitored value and the epoch's metrics, whether retention keeps it for
-good, the SHA-256 and size of `state.pkl`, and the caller's metadata (the MLflow run id).
+It holds `state.bin` — what `TrainingLoop.capture_state()` returned, keyed by the parts
+`harness.state.Parts` names, as plain data (`harness.checkpoints.plain`: a JSON structure and
+raw arrays; loading it runs no code) — and `manifest.json`: the format, the sequence, the
+step (optimizer updates), epoch and batch it was taken at, the monitored value and the epoch's
+metrics, whether retention keeps it for good, the SHA-256 and size of `state.bin`, and the
+caller's metadata (the MLflow run id). A checkpoint of the pickled format before is never
+loaded (`PickledCheckpoint`).
 A directory whose files are missing, truncated or do not match their checksum is a
 `DamagedCheckpoint`.
 """
@@ -13,24 +15,41 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CheckpointInfo", "DamagedCheckpoint", "FORMAT", "MANIFEST_FILE", "STATE_FILE"]
+import numpy as np
+
+from harness.checkpoints import plain
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_FILE",
+    "STATE_FILE",
+    "CheckpointInfo",
+    "DamagedCheckpoint",
+    "PickledCheckpoint",
+]
 
 NAME = re.compile(r"ckpt-(\d{6,})")
 TMP = re.compile(r"\.tmp-ckpt-\d{6,}-\d+")
-STATE_FILE, MANIFEST_FILE = "state.pkl", "manifest.json"
-FORMAT = 1
-MAGIC = b"HARNESS-STATE-1\n"
+STATE_FILE, MANIFEST_FILE = "state.bin", "manifest.json"
+FORMAT = 2
+PICKLED_FORMAT = 1  # before: state.pkl, a pickle, which can run code when it is loaded
+MAGIC = b"HARNESS-STATE-2\n"
+_ALIGN = 64  # each array starts at a multiple of this, for NumPy's aligned reads
 
 
 class DamagedCheckpoint(ValueError):
     """A checkpoint whose files are missing, truncated or do not match their checksum."""
+
+
+class PickledCheckpoint(ValueError):
+    """A checkpoint of the pickled format that came before: never loaded, since a pickle
+    runs whatever code its bytes name."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST_FILE).read_text())
     except (OSError, ValueError) as error:
         raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} unreadable ({error})") from None
+    if isinstance(manifest, dict) and manifest.get("format") == PICKLED_FORMAT:
+        raise PickledCheckpoint(
+            f"{path.name} predates keras-harness's safe checkpoint format: its state is a "
+            "pickle, which can run any code when loaded, so it is not loaded. Start the run "
+            "again with harness run (or resume it with the keras-harness that wrote it)"
+        )
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DamagedCheckpoint(f"{path.name}: {MANIFEST_FILE} is not a checkpoint manifest")
     return manifest
@@ -80,39 +105,61 @@ def info_of(path: Path, manifest: dict[str, Any]) -> CheckpointInfo:
 
 
 def serialise(state: dict[str, Any]) -> list[Any]:
-    """`state` as bytes to write: a pickle whose large arrays stay out of band.
+    """`state` as the parts of `state.bin`, to write and hash in order.
 
-    Pickle protocol 5 hands the NumPy arrays' buffers over instead of copying them into the
-    pickle, and writing and hashing those buffers release the GIL: the training thread is not
-    held up by the writer thread copying a large model into one bytes object.
-    Layout: `MAGIC`, the number of buffers and the pickle's length (8 bytes each), the pickle,
-    then each buffer's length and bytes.
+    Layout: `MAGIC`, the header's length (8 bytes), the header — JSON: the structure, and each
+    array's dtype, shape and offset — then each array's raw bytes at its offset. The arrays'
+    buffers are handed over, not copied, and writing and hashing them release the GIL.
+
+    Raises:
+        NotPlainData: the state holds something other than plain data.
     """
-    buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(state, protocol=5, buffer_callback=buffers.append)
-    raws = [buffer.raw() for buffer in buffers]
-    parts: list[Any] = [MAGIC, struct.pack("<QQ", len(raws), len(head)), head]
-    for raw in raws:
-        parts += [struct.pack("<Q", raw.nbytes), raw]
+    structure, arrays = plain.encode(state)
+    specs, layout, offset = [], [], 0
+    for array in arrays:
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
+        offset += -offset % _ALIGN
+        specs.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
+        layout.append((offset, array))
+        offset += array.nbytes
+    header = json.dumps({"tree": structure, "arrays": specs}, allow_nan=False).encode()
+    header += b" " * (-(len(MAGIC) + 8 + len(header)) % _ALIGN)  # the arrays start aligned
+    parts: list[Any] = [MAGIC, struct.pack("<Q", len(header)), header]
+    position = 0
+    for at, array in layout:
+        if at > position:
+            parts.append(bytes(at - position))
+        parts.append(array.reshape(-1).view(np.uint8).data if array.size else b"")
+        position = at + array.nbytes
     return parts
 
 
 def deserialise(payload: bytearray) -> dict[str, Any]:
+    """The state `serialise` wrote, its arrays views of `payload` (writable, no copy).
+
+    Raises:
+        DamagedCheckpoint: the bytes are not such a state, or name what plain data cannot be.
+    """
     view = memoryview(payload)
     if bytes(view[: len(MAGIC)]) != MAGIC:
         raise DamagedCheckpoint(f"{STATE_FILE} is not a checkpoint state")
-    offset = len(MAGIC)
-    count, head_size = struct.unpack_from("<QQ", view, offset)
-    offset += 16
-    head = view[offset : offset + head_size]
-    offset += head_size
-    buffers = []
-    for _ in range(count):
-        (size,) = struct.unpack_from("<Q", view, offset)
-        offset += 8
-        buffers.append(view[offset : offset + size])
-        offset += size
-    return dict(pickle.loads(head, buffers=buffers))
+    try:
+        (size,) = struct.unpack_from("<Q", view, len(MAGIC))
+        start = len(MAGIC) + 8
+        header = json.loads(bytes(view[start : start + size]))
+        base = start + size
+        arrays = []
+        for spec in header["arrays"]:
+            dtype = plain.checked_dtype(spec["dtype"])
+            shape = tuple(int(d) for d in spec["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            arrays.append(
+                np.frombuffer(view, dtype, count, base + int(spec["offset"])).reshape(shape)
+            )
+        return dict(plain.decode(header["tree"], arrays))
+    except (ValueError, KeyError, TypeError, struct.error) as error:
+        raise DamagedCheckpoint(f"{STATE_FILE} is not a valid checkpoint state ({error})") from None
 
 
 def write_synced(path: Path, payload: bytes | list[Any]) -> None:

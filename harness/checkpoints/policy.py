@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.checkpoints import plain
 from harness.checkpoints.store import CheckpointStore
 
 
@@ -112,8 +113,10 @@ class Saver:
                 self.store.wait()
             return
         scalars = {k: float(v) for k, v in (metrics or {}).items() if np.ndim(v) == 0}
+        state = self._capture()
+        plain.check(state)  # here, on the training thread: a callback's odd state is named now
         self.store.save(
-            self._capture(),
+            state,
             step=self._step(),
             epoch=epoch,
             batch=self._epoch_batch,

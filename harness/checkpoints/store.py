@@ -38,6 +38,7 @@ from harness.checkpoints.format import (
     TMP,
     CheckpointInfo,
     DamagedCheckpoint,
+    PickledCheckpoint,
     deserialise,
     fsync_directory,
     info_of,
@@ -215,7 +216,7 @@ class CheckpointStore:
                 continue
             try:
                 found.append(info_of(entry, read_manifest(entry)))
-            except DamagedCheckpoint:
+            except (DamagedCheckpoint, PickledCheckpoint):
                 continue
         return sorted(found, key=lambda info: info.sequence)
 

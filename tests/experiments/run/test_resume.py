@@ -173,7 +173,7 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     line = _one_line_exit_2(["run", str(changed), "--resume", run_id, *uri], capsys)
     assert "data.batch_size (32 -> 16)" in line
     for checkpoint in (in_tmp / "ck" / run_id).glob("ckpt-*"):
-        (checkpoint / "state.pkl").write_bytes(b"torn")
+        (checkpoint / "state.bin").write_bytes(b"torn")
     line = _one_line_exit_2(["resume", run_id, *uri], capsys)
     assert "no intact checkpoint" in line and "does not match its checksum" in line
     import shutil
@@ -265,7 +265,7 @@ def test_a_mirrored_checkpoint_resumes_where_the_checkpoint_directory_is_gone(
     (run,) = client.search_runs([experiment])
     run_id = run.info.run_id
     mirrored = {a.path for a in client.list_artifacts(run_id, "checkpoint/latest")}
-    assert mirrored == {"checkpoint/latest/manifest.json", "checkpoint/latest/state.pkl"}
+    assert mirrored == {"checkpoint/latest/manifest.json", "checkpoint/latest/state.bin"}
     shutil.rmtree(in_tmp / "elsewhere")  # another machine: only the MLflow server is shared
     assert main(["resume", run_id, "trainer.epochs=2", "--tracking-uri", mlflow_uri]) == 0
     assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -31,7 +32,7 @@ def test_a_saved_state_loads_back_with_its_position_and_metadata(tmp_path: Path)
     assert state["random"] == {"python": (3, (1, 2), None)}
     assert (info.step, info.epoch, info.batch, info.epoch_end) == (12, 1, 4, False)
     assert info.metadata == {"run_id": "r"} and info.monitor is None  # no monitor configured
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "state.pkl"]
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "state.bin"]
     assert len(store.write_s) == 1
 
 
@@ -40,8 +41,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path: Path
     store.save(_state(1.0), step=1, epoch=0, batch=1)
     latest = store.save(_state(2.0), step=2, epoch=0, batch=2)
     store.wait()
-    payload = (latest / "state.pkl").read_bytes()
-    (latest / "state.pkl").write_bytes(payload[: len(payload) // 2])  # a torn write
+    payload = (latest / "state.bin").read_bytes()
+    (latest / "state.bin").write_bytes(payload[: len(payload) // 2])  # a torn write
     with pytest.warns(UserWarning, match=r"ckpt-000002: .*checksum.*resuming from ckpt-000001"):
         info, state = store.load_latest()  # type: ignore[misc]
     assert info.step == 1 and state["model"][0][0, 0] == 1.0
@@ -165,3 +166,29 @@ def test_the_loop_saves_at_update_boundaries_and_on_a_stop_and_resumes_exactly(
     assert history == expected_history
     final = store.checkpoints()[-1]
     assert (final.epoch, final.batch, final.step, final.epoch_end) == (3, 0, 15, True)
+
+
+class _Handle:
+    """Not plain data: a checkpoint cannot hold it."""
+
+
+class _HoldsAHandle(keras.callbacks.Callback):
+    def state(self) -> dict[str, object]:
+        return {"epoch": 1, "handle": _Handle()}
+
+    def restore(self, state: dict[str, object]) -> None:
+        pass
+
+
+def test_a_callback_whose_state_is_not_plain_data_is_refused_by_name(tmp_path: Path) -> None:
+    from harness import TrainingLoop
+    from harness.checkpoints import Checkpointing, NotPlainData
+    from tests.harness.problems import make_data, make_model
+
+    policy = Checkpointing(CheckpointStore(tmp_path), every_n_steps=2)
+    loop = TrainingLoop(
+        make_model(), make_data(), callbacks=[_HoldsAHandle()], checkpointing=policy
+    )
+    with pytest.raises(NotPlainData, match=r"state.callbacks._HoldsAHandle.handle is _Handle"):
+        loop.run()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
