@@ -64,3 +64,25 @@ def test_dockerfiles_copy_what_exists_and_install_the_postgres_extra() -> None:
                     assert (DOCKER.parent / source).exists(), f"{dockerfile.name}: {source}"
         assert "postgres" in text, dockerfile.name
     assert "gpu" in (DOCKER / "Dockerfile.gpu").read_text()
+
+
+def test_no_password_is_written_and_nothing_is_published_unless_asked() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    required = "${POSTGRES_PASSWORD:?"  # compose refuses to start while it is unset or empty
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(required)
+    urls = [arg for s in services.values() for arg in s.get("command", []) if "://" in str(arg)]
+    urls += [compose["x-storage"]]
+    for url in urls:
+        if url.startswith("postgresql"):
+            credentials = url.split("://", 1)[1].split("@", 1)[0]
+            assert credentials.split(":", 1)[1].startswith(required), url
+    assert "ports" not in services["postgres"]  # the database: published only when asked
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), port  # the UI: this machine's only
+    remote = yaml.safe_load((DOCKER / "compose.remote-workers.yaml").read_text())
+    assert remote["services"] == {"postgres": {"ports": ["5432:5432"]}}
+    example = (DOCKER / ".env.example").read_text()
+    assert "POSTGRES_PASSWORD=\n" in example  # a name to fill in, never a value
