@@ -11,6 +11,7 @@ older crash left half-migrated is recognised and named, with the way out.
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,8 @@ def open_client(tracking_uri: str, *, create: bool = True) -> Any:
     path = sqlite_path(tracking_uri)
     if path is not None and not create and not path.is_file():
         raise MissingStore(f"there is no MLflow store at '{tracking_uri}' ({path} does not exist)")
+    # Its "Creating initial MLflow database tables..." lines would land in the user's terminal.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     with store_lock(tracking_uri):
         try:
             return MlflowClient(tracking_uri)
