@@ -7,6 +7,7 @@ bad config never leaves a half-written run behind.
 from __future__ import annotations
 
 import random
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from experiments.config.schema import ExperimentConfig, flatten
 from experiments.config.urls import redact_all
 from experiments.errors import TrainingFailed, UsageError, first_line
 from experiments.run import record as run_record
-from experiments.run.checkpoints import MIRROR, checkpointing
+from experiments.run.checkpoints import MIRROR, checkpoint_dir, checkpointing
 from experiments.run.checkpoints import TAG as CHECKPOINT_TAG
 from experiments.run.export import log_models
 from experiments.run.prepare import Prepared, prepare
@@ -76,15 +77,24 @@ def run_experiment(
     prepared = prepare(config, resuming=resume is not None)  # seeds Python's `random`, …
     from tracking import FanOutSink, MlflowSink, TensorBoardSink
     from tracking.mlflow import MlflowOptions
+    from tracking.mlflow.delivery.journal import JOURNAL_NAME
+    from tracking.mlflow.delivery.replay import deliver_left_behind
     from tracking.mlflow.store import BrokenStore, sqlite_path
 
     extra_tags = dict(tags or {})
     tags = run_tags(engine=config.trainer.engine, config_path=config_path)
     tags["mlflow.note.content"] = run_record.description(config, command=command)
     tags.update(extra_tags)
+    for line in deliver_left_behind():  # what killed runs on this machine could not send
+        print(line, file=sys.stderr)
+    # The run's metric points wait on disk beside its checkpoints until MLflow has them.
+    journal = (
+        resume.directory if resume is not None else checkpoint_dir(config, "{run_id}")
+    ) / JOURNAL_NAME
     options = MlflowOptions(
         max_retries=TRACKING_RETRIES,
         retry_backoff_s=TRACKING_BACKOFF_S,
+        journal_path=str(journal),
         expected_metric_points=prepared.plan.expected_metric_points,
     )  # a writer process at once when the run will log a lot
     try:
@@ -131,7 +141,7 @@ def run_experiment(
                 config,
                 mlflow_sink.run_id,
                 directory,
-                before_write=mlflow_sink.flush,
+                before_write=mlflow_sink.sync,  # a checkpoint never ahead of the journal
                 upload=lambda path: mlflow_sink.log_artifact(path, artifact_path=MIRROR),
             )
             sink.set_tags(

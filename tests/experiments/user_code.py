@@ -99,7 +99,7 @@ class SlowBatches(keras.callbacks.Callback):
     """Sleeps after every batch, so a test can kill a run mid-training; changes nothing else.
 
     With `write_seconds`, writing each checkpoint takes that much longer (its state is slow to
-    pickle, on the writer thread), so a test can kill a run during a checkpoint write.
+    copy out, on the writer thread), so a test can kill a run during a checkpoint write.
     """
 
     def __init__(self, seconds: float = 0.01, write_seconds: float = 0.0) -> None:
@@ -115,21 +115,24 @@ class SlowBatches(keras.callbacks.Callback):
     def state(self) -> SlowToWrite | None:  # nothing to resume: a resumed run starts afresh
         return SlowToWrite(self.write_seconds) if self.write_seconds else None
 
-    def restore(self, state: None) -> None:
+    def restore(self, state: object) -> None:
         pass
 
 
 class SlowToWrite:
-    """Takes `seconds` to pickle (time.sleep releases the GIL: training goes on meanwhile)."""
+    """Array-like state that takes `seconds` to read out, as a large tensor would (time.sleep
+    releases the GIL: training goes on meanwhile)."""
+
+    dtype = np.dtype(np.uint8)
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def __reduce__(self) -> tuple[type, tuple[float]]:
+    def numpy(self) -> np.ndarray:
         import time
 
         time.sleep(self.seconds)
-        return (SlowToWrite, (self.seconds,))
+        return np.zeros(4, np.uint8)
 
 
 def broken_factory(**params: object) -> keras.Model:

@@ -30,6 +30,9 @@ class MlflowOptions:
             knows: a run that would pass `subprocess_after_cpu_s` starts the child at once.
         writer_timeout_s: a child that takes longer for one batch (a locked store, a server
             that never answers) is killed and the batch retried.
+        journal_path: where the run's metric points wait on disk until MLflow has them, `{run_id}`
+            filled in (a harness run keeps it beside its checkpoints); None: in
+            `tracking.mlflow.delivery.journal.journal_dir()`.
 
     Raises:
         ValueError: a value out of range; the message names the argument.
@@ -42,6 +45,7 @@ class MlflowOptions:
     subprocess_after_cpu_s: float = DEFAULT_SUBPROCESS_AFTER_CPU_S
     expected_metric_points: int | None = None
     writer_timeout_s: float = 120.0
+    journal_path: str | None = None
 
     def __post_init__(self) -> None:
         for name, low, strict in (

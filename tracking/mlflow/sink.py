@@ -14,9 +14,10 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from tracking.dataset import DatasetRecord
+from tracking.mlflow.delivery.journal import MetricJournal
 from tracking.mlflow.delivery.process import MetricProcess
+from tracking.mlflow.delivery.replay import logged_steps, open_journal
 from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
-from tracking.mlflow.delivery.spill import replay_spilled, spill
 from tracking.mlflow.delivery.writer import MetricWriter
 from tracking.mlflow.keras_model.log import log_keras_model
 from tracking.mlflow.options import MlflowOptions
@@ -31,8 +32,11 @@ class MlflowSink(Sink):
 
     Only `MlflowClient` calls with an explicit run id are used, never the fluent "active run",
     so several trials can log side by side in one process. Params, tags and artifacts are
-    sent synchronously. Metrics that cannot be delivered are never dropped: they are retried
-    at every flush and, if still unsent at `close`, saved to `mlflow-unsent-<run_id>.jsonl`.
+    sent synchronously. Every metric point is journaled on local disk before it is sent
+    (`MetricJournal`: beside the run's checkpoints, or in `journal_dir()`), so none is lost
+    to a dead server or a killed process: points are retried at every flush, and what is still
+    unsent at `close`, or when the process is killed, is delivered by the next `resume` of the
+    run or the next harness command on the machine.
 
     How it delivers (retries, the metric writer process, ...) is an `MlflowOptions`, given as
     `options=` or as its keyword arguments to the constructor, `start` and `resume` alike.
@@ -50,9 +54,14 @@ class MlflowSink(Sink):
         run_id: str,
         *,
         options: MlflowOptions | None = None,
+        journal: MetricJournal | None = None,
         **settings: Any,
     ) -> None:
         """Attach to the existing run `run_id` (e.g. to resume it).
+
+        `journal`: the run's journal, its earlier points handled already (`resume` does);
+        without one, the journal at `journal_path` is opened, and what an earlier attempt
+        left in it that the run lacks is sent first.
 
         Raises:
             ValueError: an option out of range; TypeError: a setting that is no option.
@@ -68,6 +77,9 @@ class MlflowSink(Sink):
         self._held_params: set[str] = set()  # the params it held
         self._latest: dict[str, MetricPoint] = {}  # each metric's last point, to link models
         self._system_monitor: Any = None
+        if journal is None:
+            journal = open_journal(self._runs, run_id, options.journal_path, logged=None)
+        self._journal = journal
         self._writer = MetricWriter(
             client,
             run_id,
@@ -80,6 +92,7 @@ class MlflowSink(Sink):
             self._writer.send,
             interval_s=options.send_interval_s,
             retry=options.retry,
+            journal=journal,
             name=f"mlflow-metrics-{run_id[:8]}",
         )
 
@@ -128,14 +141,10 @@ class MlflowSink(Sink):
         options = MlflowOptions.of(options, settings)
         runs = MlflowRuns(tracking_uri, retry=options.retry)
         run = runs.get_run(run_id)
-        logged = {
-            (key, int(point.step))
-            for key in run.data.metrics
-            for point in runs.metric_history(run_id, key)
-        }
-        replay_spilled(runs, run_id, logged)
+        logged = logged_steps(runs, run_id, run.data.metrics)
+        journal = open_journal(runs, run_id, options.journal_path, logged=logged)
         runs.set_status(run_id, "RUNNING")
-        sink = cls(runs.client, run_id, options=options)
+        sink = cls(runs.client, run_id, options=options, journal=journal)
         sink._experiment_id = str(run.info.experiment_id)
         sink._logged = logged
         sink._held_params = set(run.data.params)
@@ -280,6 +289,17 @@ class MlflowSink(Sink):
             monitors=own_monitors() if scope == "own" else None,
         )
 
+    @property
+    def journal(self) -> Path:
+        """The file where this run's metric points wait until MLflow has them."""
+        return self._journal.path
+
+    def sync(self) -> None:
+        """Block until every metric point logged so far is in the journal, on disk (whether
+        or not MLflow has it yet): what a checkpoint waits for before it is put in place."""
+        if not self._closed:
+            _warn_all(self._sender.sync(), run_id=self._run_id)
+
     def flush(self, *, wait: bool = True) -> None:
         if self._closed:
             return
@@ -305,8 +325,15 @@ class MlflowSink(Sink):
             # so closing against a dead server does not take several full retry cycles.
             if self._sender.failing:
                 runs = runs.with_retry(runs.retry.once())
+            self._journal.close()
             if unsent:
-                spill(unsent, run_id=self._run_id, tracking_uri=self.tracking_uri)
+                warnings.warn(
+                    f"MLflow run {self._run_id}: {len(unsent)} metric points could not be sent; "
+                    f"they are kept in {self._journal.path} and delivered by the run's next "
+                    "resume or the next harness command on this machine (or now: python -m "
+                    f"tracking.mlflow.delivery.journal {self._journal.path})",
+                    stacklevel=2,
+                )
             if error is not None:
                 self._record_error(error, runs)
         finally:

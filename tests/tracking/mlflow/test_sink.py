@@ -12,12 +12,6 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tracking.mlflow.delivery.spill import (
-    read_spill_file,
-    replay_spill_file,
-    spill_path,
-    write_spill_file,
-)
 from tracking.mlflow.sink import MlflowSink
 
 
@@ -136,24 +130,28 @@ def test_attached_sink_resumes_a_run(start_mlflow_sink: Any) -> None:
     assert MlflowClient(first.tracking_uri).get_run(first.run_id).info.status == "FINISHED"
 
 
-def test_resume_sends_what_an_earlier_attempt_saved_as_unsent_once(
-    start_mlflow_sink: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_resume_sends_what_an_earlier_attempt_journaled_once(
+    start_mlflow_sink: Any, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    first = start_mlflow_sink()
+    from tracking.mlflow.delivery.journal import MetricJournal
+
+    template = str(tmp_path / "{run_id}" / "metrics.journal")
+    first = start_mlflow_sink(journal_path=template)
     first.log_metrics({"loss": 3.0}, step=1)
     first.close("KILLED")
-    # What the first attempt could not send (the server was down): step 1 again, and 2 and 3.
-    points = [("loss", 3.0, 1, 1000), ("loss", 2.0, 2, 2000), ("acc", 0.5, 2, 2000)]
-    write_spill_file(points, run_id=first.run_id)
+    # What the first attempt journaled and never got through (the server was down, then the
+    # process was killed): step 1 again (delivered, its mark lost), and 2 and 3.
+    left = MetricJournal(first.journal, run_id=first.run_id, tracking_uri=first.tracking_uri)
+    left.append([("loss", 3.0, 1, 1000), ("loss", 2.0, 2, 2000), ("acc", 0.5, 2, 2000)])
+    left.sync()
     with pytest.warns(UserWarning, match="sent the 2 metric points an earlier attempt could not"):
-        resumed = MlflowSink.resume(first.tracking_uri, first.run_id)
-    assert not spill_path(first.run_id).exists()
+        resumed = MlflowSink.resume(first.tracking_uri, first.run_id, journal_path=template)
     resumed.log_metrics({"loss": 2.0, "acc": 0.5}, step=2)  # recomputed: not sent again
     resumed.log_metrics({"loss": 1.0}, step=3)
     resumed.close()
     assert _history(resumed, "loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
     assert _history(resumed, "acc") == [(2, 0.5)]
+    assert not first.journal.exists()  # all delivered
 
 
 def test_deleted_experiment_is_reported(
@@ -199,32 +197,39 @@ def test_file_and_directory_artifacts(start_mlflow_sink: Any, tmp_path: Path) ->
     sink.close()
 
 
-def test_refused_metric_does_not_block_the_others(
-    start_mlflow_sink: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_refused_metric_does_not_block_the_others(start_mlflow_sink: Any) -> None:
     sink = start_mlflow_sink(retry_backoff_s=0.01)
     sink.log_metrics({"loss": 0.5, "bad name!": 1.0}, step=3)
     with pytest.warns(UserWarning, match="refused 1 points of metric 'bad name!'"):
         sink.flush()
     assert _history(sink, "loss") == [(3, 0.5)]
-    with pytest.warns(UserWarning, match="1 metric points could not be sent"):
+    journal = sink.journal
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing more to say: it was refused for good
         sink.close()
-    assert [point[:3] for point in read_spill_file(spill_path(sink.run_id))] == [
-        ("bad name!", 1.0, 3)
-    ]
+    assert not journal.exists()  # nothing left to deliver
 
 
-def test_unreachable_server_spills_every_metric(
+def test_an_unreachable_server_loses_no_point(
     mlflow_uri: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    from tracking.mlflow.delivery.journal import read
+    from tracking.mlflow.delivery.replay import deliver_journal
+    from tracking.mlflow.runs import MlflowRuns
+
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     store = MlflowClient(mlflow_uri)
     run_id = store.create_run(store.create_experiment(experiment_name)).info.run_id
     dead_uri = f"http://127.0.0.1:{_closed_port()}"
-    sink = MlflowSink(MlflowClient(dead_uri), run_id, max_retries=1, retry_backoff_s=0.01)
+    journal = tmp_path / "checkpoints" / run_id / "metrics.journal"
+    sink = MlflowSink(
+        MlflowClient(dead_uri),
+        run_id,
+        max_retries=1,
+        retry_backoff_s=0.01,
+        journal_path=str(journal),
+    )
     expected = []
     for step in range(20):
         sink.log_metrics({"loss": step * 0.5, "accuracy": step * 0.25}, step=step)
@@ -236,19 +241,19 @@ def test_unreachable_server_spills_every_metric(
         warnings.simplefilter("always")
         sink.close("FAILED", error="ConnectionError")
     messages = "\n".join(str(w.message) for w in caught)
-    path = spill_path(run_id, directory=tmp_path)
-    assert f"40 metric points could not be sent and were saved to {path}" in messages
-    assert f"python -m tracking.mlflow.delivery.spill {path} --tracking-uri {dead_uri}" in messages
+    assert f"40 metric points could not be sent; they are kept in {journal}" in messages
+    assert f"python -m tracking.mlflow.delivery.journal {journal}" in messages
     assert "could not set its status to FAILED" in messages
 
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert set(lines[0]) == {"key", "value", "step", "timestamp"}
-    assert sorted((r["key"], r["value"], r["step"]) for r in lines) == sorted(expected)
+    held = read(journal)
+    assert held is not None and (held.run_id, held.tracking_uri) == (run_id, dead_uri)
+    assert sorted(point[:3] for point in held.undelivered) == sorted(expected)
 
-    # Nothing was lost: replaying the file into the real store completes the run's history.
-    assert replay_spill_file(path, tracking_uri=mlflow_uri) == 40
+    # Nothing was lost: the journal, delivered to the real store, completes the run's history.
+    assert deliver_journal(journal, runs=MlflowRuns(mlflow_uri)) == 40
     history = store.get_metric_history(run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(s, s * 0.5) for s in range(20)]
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize(
@@ -332,7 +337,6 @@ def test_logged_models_use_the_sinks_run_not_the_fluent_globals(
 
 
 def test_datasets_are_run_inputs(start_mlflow_sink: Any, mlflow_uri: str) -> None:
-    import json
 
     import numpy as np
 
@@ -422,6 +426,7 @@ def test_system_metrics_are_sampled_until_close(start_mlflow_sink: Any, mlflow_u
         ("subprocess_after_cpu_s", 0.5),
         ("expected_metric_points", 10),
         ("writer_timeout_s", 7.0),
+        ("journal_path", "/tmp/harness-option-test-{run_id}.journal"),
     ],
 )
 def test_every_option_is_taken_by_the_constructor_start_and_resume_alike(

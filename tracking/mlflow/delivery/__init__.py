@@ -2,8 +2,9 @@
 
 `sender`: a daemon thread batches the points and retries failed sends; `writer`: writes a
 batch in that thread, or hands it to `process`, a low-priority child process that writes it,
-once MLflow's own work is worth moving off the training process; `spill`: what could not be
-sent at the end is saved to a file and replayed by a resume.
+once MLflow's own work is worth moving off the training process; `journal`: every point on
+local disk until MLflow has it; `replay`: what journals hold, delivered to a resumed run or
+from runs a killed process left behind.
 
-May import: mlflow, `tracking.mlflow.retry`. Nothing here knows about runs beyond an id.
+May import: mlflow, psutil, `tracking.mlflow.retry`, `tracking.mlflow.runs` (replay).
 """

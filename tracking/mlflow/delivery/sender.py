@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from tracking.mlflow.retry import RetryPolicy, is_permanent
 
@@ -15,14 +16,26 @@ MetricPoint = tuple[str, float, int, int]
 MAX_METRICS_PER_BATCH = 1000  # MLflow refuses log_batch requests with more metrics
 
 
+class Journal(Protocol):
+    """Where points wait on disk until the backend has them (`MetricJournal`)."""
+
+    def append(self, points: list[MetricPoint]) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def delivered(self, count: int) -> None: ...
+
+
 class _Barrier:
-    """A flush request, released once every point queued before it is sent or given up on."""
+    """A flush request, released once every point queued before it is sent or given up on
+    (`send`), or only journaled and synced (not `send`)."""
 
-    __slots__ = ("done", "problems")
+    __slots__ = ("done", "problems", "send")
 
-    def __init__(self) -> None:
+    def __init__(self, *, send: bool = True) -> None:
         self.done = threading.Event()
         self.problems: list[str] = []
+        self.send = send
 
 
 class MetricSender:
@@ -32,6 +45,8 @@ class MetricSender:
     thread wakes every `interval_s`, when a full batch is queued, or on `flush`/`stop`, so it
     does not compete with training for the GIL on every step. Points that cannot be sent
     stay pending and are retried at the next flush; `stop` hands back whatever never got through.
+    With a `journal`, every point is appended to it before it is sent, the journal is synced at
+    each flush, and what the backend took (or refused for good) is marked delivered.
     """
 
     def __init__(
@@ -40,9 +55,11 @@ class MetricSender:
         *,
         interval_s: float,
         retry: RetryPolicy,
+        journal: Journal | None = None,
         name: str = "metric-sender",
     ) -> None:
         self._send = send
+        self._journal = journal
         self._interval_s = interval_s
         self._retry = retry
         self._queue: deque[MetricPoint | _Barrier] = deque()
@@ -50,7 +67,6 @@ class MetricSender:
         self._stopping = False
         # Owned by the sender thread until it has stopped.
         self._pending: list[MetricPoint] = []
-        self._rejected: list[MetricPoint] = []
         self._unreported: list[str] = []
         self._failing = False
         self._attempt_once = False
@@ -76,7 +92,13 @@ class MetricSender:
 
     def flush(self) -> list[str]:
         """Block until every point queued so far is sent or has failed; return the problems."""
-        barrier = _Barrier()
+        return self._wait_for(_Barrier(send=True))
+
+    def sync(self) -> list[str]:
+        """Block until every point queued so far is in the journal, on disk; sends nothing."""
+        return self._wait_for(_Barrier(send=False))
+
+    def _wait_for(self, barrier: _Barrier) -> list[str]:
         self._queue.append(barrier)
         self._wake.set()
         # Polling the thread guards against waiting forever on a sender that died.
@@ -86,13 +108,14 @@ class MetricSender:
         return barrier.problems
 
     def stop(self) -> tuple[list[MetricPoint], list[str]]:
-        """Send what is queued, stop the thread; return the undelivered points and problems."""
+        """Send what is queued, stop the thread; return the points not delivered (and still
+        worth sending) and the problems."""
         problems = self.flush()
         self._stopping = True
         self._wake.set()
         self._thread.join()
         leftover = [item for item in self._queue if isinstance(item, tuple)]
-        return self._rejected + self._pending + leftover, problems
+        return self._pending + leftover, problems  # (the refused are reported, not retried)
 
     def _run(self) -> None:
         while not self._stopping:
@@ -103,27 +126,43 @@ class MetricSender:
             self._drain()
 
     def _drain(self) -> None:
-        queue = self._queue
+        queue, journal = self._queue, self._journal
+        taken: list[MetricPoint] = []
         while True:
             try:
                 item = queue.popleft()
             except IndexError:
                 break
             if type(item) is tuple:
-                self._pending.append(item)
-            else:
-                assert isinstance(item, _Barrier)
+                taken.append(item)
+                continue
+            assert isinstance(item, _Barrier)
+            self._take(taken)
+            taken = []
+            if journal is not None:
+                journal.sync()
+            if item.send:
                 self._send_pending(item.problems, force=True)
                 item.problems.extend(self._unreported)
                 self._unreported.clear()
-                item.done.set()
+            item.done.set()
+        self._take(taken)
         # A timed wake-up does not retry a backend that is already failing; the next
         # flush does, so a dead server costs one retry cycle per flush, not per second.
         # An epoch-end `send_soon` does try once more, so a store that was briefly locked
         # gets the backlog at the next epoch instead of only at the end of training.
         attempt, self._attempt_once = self._attempt_once, False
+        if attempt and journal is not None:
+            journal.sync()  # the epoch-end flush that does not wait
         if self._pending and (attempt or not self._failing):
             self._send_pending(self._unreported, force=False)
+
+    def _take(self, points: list[MetricPoint]) -> None:
+        """Points from the queue: journaled, then pending."""
+        if points:
+            if self._journal is not None:
+                self._journal.append(points)
+            self._pending.extend(points)
 
     def _send_pending(self, problems: list[str], *, force: bool) -> None:
         pending = self._pending
@@ -142,6 +181,8 @@ class MetricSender:
                     )
                 return
             del pending[: len(chunk)]
+            if self._journal is not None:
+                self._journal.delivered(len(chunk))  # sent, or refused for good (reported)
         self._failing = False
 
     def _send_chunk(self, chunk: list[MetricPoint], problems: list[str]) -> None:
@@ -168,10 +209,9 @@ class MetricSender:
                 self._reject(points, exc, problems=problems)
 
     def _reject(self, points: list[MetricPoint], exc: Exception, *, problems: list[str]) -> None:
-        self._rejected.extend(points)
         problems.append(
             f"the backend refused {len(points)} points of metric {points[0][0]!r} ({exc}); "
-            "they are kept for the unsent-metrics file"
+            "they are not sent again"
         )
 
     def _send_with_retries(self, points: list[MetricPoint]) -> None:

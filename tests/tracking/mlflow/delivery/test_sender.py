@@ -105,7 +105,7 @@ def test_refused_key_is_set_aside_and_the_rest_delivered() -> None:
     assert "refused 2 points of metric 'bad'" in problems[0]
     assert sorted(backend.received) == sorted(_points(3) + _points(3, key="acc"))
     unsent, _ = sender.stop()
-    assert unsent == _points(2, key="bad")
+    assert unsent == []  # refused for good (and said so): not worth sending again
 
 
 def test_stop_returns_points_that_never_got_through() -> None:
@@ -115,3 +115,39 @@ def test_stop_returns_points_that_never_got_through() -> None:
     unsent, problems = sender.stop()
     assert unsent == _points(7)
     assert "7 metric points are pending" in problems[0]
+
+
+class RecordingJournal:
+    """What the sender tells its journal, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def append(self, points: list[MetricPoint]) -> None:
+        self.events.append(("append", len(points)))
+
+    def sync(self) -> None:
+        self.events.append(("sync", None))
+
+    def delivered(self, count: int) -> None:
+        self.events.append(("delivered", count))
+
+
+def test_points_are_journaled_before_they_are_sent_and_marked_after() -> None:
+    backend, journal = Backend(fail_first=2), RecordingJournal()
+    sender = MetricSender(
+        backend.send,
+        interval_s=60,
+        retry=RetryPolicy(max_retries=0, backoff_s=0.0),
+        journal=journal,
+    )
+    sender.put(_points(5))
+    assert sender.sync() == []  # journaled and on disk before any send is tried
+    assert journal.events[:2] == [("append", 5), ("sync", None)]
+    problems = sender.flush()  # the sends fail: still pending, not marked
+    assert "5 metric points are pending" in problems[0]
+    assert ("delivered", 5) not in journal.events
+    sender.flush()
+    assert backend.received == _points(5)
+    assert journal.events[-1] == ("delivered", 5)
+    sender.stop()
