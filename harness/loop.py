@@ -178,6 +178,8 @@ class TrainingLoop:
                 self.state.restore(restoring)  # after on_train_begin reset the callbacks
             else:
                 self._epoch = keras_internals.initial_epoch(model) or self.initial_epoch
+                if self._saver is not None:  # a run killed before its first save resumes too
+                    self._saver.now(epoch=self._epoch)
             logs = self._run_epochs(events)
             if self._saver is not None:
                 self._saver.at_end(logs, epoch=self._epoch)

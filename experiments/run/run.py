@@ -31,11 +31,13 @@ from experiments.tracking_setup import (
     TRACKING_BACKOFF_S,
     TRACKING_RETRIES,
     check_reachable,
+    process_tags,
     resolve_tracking_uri,
     run_tags,
 )
 from experiments.ui.compare_view import publish_compare_view
 from experiments.ui.links import VIEW_KEY, run_url, runs_view_url, ui_address
+from harness.checkpoints import CheckpointsFailing
 from harness.checkpoints.plain import NotPlainData
 from harness.stopping import NonFiniteGradients, StopSignal, stop_on_signals
 
@@ -147,14 +149,18 @@ def run_experiment(
             sink.set_tags(
                 {
                     "harness.tensorboard_dir": str(tb_dir.resolve()),
-                    **({} if resume is None else {**_resume_tags(resume), **extra_tags}),
+                    **(
+                        {}
+                        if resume is None
+                        else {**_resume_tags(resume), **process_tags(), **extra_tags}
+                    ),
                 }
             )
             if started is not None:
                 started(mlflow_sink.run_id)
             history = _train_and_log(prepared, sink, stop, policy, resume, extra_callbacks)
             view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
-    except (NonFiniteGradients, NotPlainData, TrainingFailed) as failed:
+    except (CheckpointsFailing, NonFiniteGradients, NotPlainData, TrainingFailed) as failed:
         with signals_deferred():
             sink.close("FAILED", error=str(failed))
         raise TrainingFailed(str(failed)) from None
@@ -187,6 +193,8 @@ def run_experiment(
 def _resume_tags(resume: ResumePoint) -> dict[str, str]:
     changes = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in resume.changed.items())
     where = f"step {resume.step} (epoch {resume.epoch + 1}, after batch {resume.batch})"
+    if resume.state is None:
+        where = "the beginning (stopped before training)"
     return {
         "harness.resumed_from": where,
         **({"harness.resume_changes": changes} if changes else {}),
@@ -208,7 +216,7 @@ def _train_and_log(
     config = prepared.config
     sink.log_params(flatten(config))
     sink.log_params({f"model.{k}": str(v) for k, v in prepared.parameter_counts.items()})
-    if resume is None:  # a resumed run logged its data sets when it started
+    if resume is None or resume.state is None:  # a resumed run logged them when it started
         for dataset in run_record.dataset_records(config, prepared.data):
             sink.log_dataset(dataset)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,11 +14,12 @@ from harness.checkpoints.format import CheckpointInfo, DamagedCheckpoint, Pickle
 from harness.checkpoints.plain import NotPlainData
 from harness.checkpoints.policy import Checkpointing, Saver
 from harness.checkpoints.restore import load_weights
-from harness.checkpoints.store import CheckpointStore
+from harness.checkpoints.store import CheckpointsFailing, CheckpointStore
 
 __all__ = [
     "CheckpointInfo",
     "CheckpointStore",
+    "CheckpointsFailing",
     "Checkpointing",
     "DamagedCheckpoint",
     "NotPlainData",

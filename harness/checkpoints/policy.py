@@ -1,8 +1,10 @@
 """When the loop saves: the `Checkpointing` policy, and the `Saver` that applies it.
 
-Saves come at optimizer-update boundaries only (never mid-accumulation): every n updates'
-worth of batches, at every n-th epoch end, after n minutes, when a stop is requested and when
-training ends. What is saved is the loop's whole captured state; the writing happens on the
+Saves come at optimizer-update boundaries only (never mid-accumulation): when training starts
+(step 0), every n updates' worth of batches, at every n-th epoch end, after n minutes, when a
+stop is requested and when training ends. A save that fails is tried again at the next
+boundary; when saves keep failing, or the last one does, the run stops
+(`CheckpointsFailing`). What is saved is the loop's whole captured state; the writing happens on the
 store's writer thread.
 """
 
@@ -36,8 +38,9 @@ class Checkpointing:
         after_write: called on the writer thread with the checkpoint's path once it is in
             place (e.g. to upload it); its failure is warned about, the checkpoint stays.
 
-    The loop also saves when a stop is requested (SIGTERM, SIGINT), before it raises
-    `TrainingInterrupted`, and when training ends.
+    The loop also saves when training starts (step 0, before the first update), when a stop
+    is requested (SIGTERM, SIGINT), before it raises `TrainingInterrupted`, and when training
+    ends.
     """
 
     store: CheckpointStore
@@ -82,6 +85,9 @@ class Saver:
         self._fresh = False
         if not boundary:
             return
+        if self.store.last_failed:  # retried at the next boundary, not the next due one
+            self.now(epoch=epoch)
+            return
         policy = self.policy
         by_steps = policy.every_n_steps and self._batches >= policy.every_n_steps * self._per_update
         minutes = policy.every_n_minutes
@@ -96,8 +102,11 @@ class Saver:
             self.now(epoch=epochs_done, epoch_end=True, metrics=logs)
 
     def at_end(self, logs: Mapping[str, Any] | None, *, epoch: int) -> None:
-        if not self._fresh:
-            self.now(epoch=epoch, epoch_end=self._epoch_batch == 0, metrics=logs or {}, wait=True)
+        """The final save, waited for: its failure stops the run (`CheckpointsFailing`)."""
+        if self._fresh and not self.store.last_failed:
+            self.store.wait(final=True)
+            return
+        self.now(epoch=epoch, epoch_end=self._epoch_batch == 0, metrics=logs or {}, wait=True)
 
     def now(
         self,
@@ -108,9 +117,9 @@ class Saver:
         wait: bool = False,
     ) -> None:
         """Save at once (`epoch`: the epoch in progress, or the next after an epoch end)."""
-        if self._fresh:
+        if self._fresh and not self.store.last_failed:
             if wait:
-                self.store.wait()
+                self.store.wait(final=True)
             return
         scalars = {k: float(v) for k, v in (metrics or {}).items() if np.ndim(v) == 0}
         state = self._capture()
@@ -128,4 +137,4 @@ class Saver:
         )
         self._batches, self._last_time, self._fresh = 0, time.monotonic(), True
         if wait:
-            self.store.wait()
+            self.store.wait(final=True)

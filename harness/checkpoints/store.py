@@ -48,7 +48,20 @@ from harness.checkpoints.format import (
 )
 from harness.state import materialize
 
-__all__ = ["CheckpointStore"]
+__all__ = ["CheckpointStore", "CheckpointsFailing"]
+
+MAX_FAILURES = 3  # saves in a row that may fail before the run stops
+
+
+class CheckpointsFailing(RuntimeError):
+    """Checkpoints cannot be written (a full disk, a lost mount): the run cannot go on safely;
+    the message names the directory, the error and the last checkpoint written."""
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return repr(error)
 
 
 class CheckpointStore:
@@ -87,10 +100,16 @@ class CheckpointStore:
         for entry in self.directory.iterdir():  # what a crash mid-write left behind
             if TMP.fullmatch(entry.name):
                 shutil.rmtree(entry, ignore_errors=True)
-        existing = [info.sequence for info in self.checkpoints()]
+        # Every ckpt-N counts, readable or not: a new checkpoint never takes a damaged one's name.
+        existing = [
+            int(match.group(1))
+            for entry in self.directory.iterdir()
+            if (match := NAME.fullmatch(entry.name))
+        ]
         self._sequence = max(existing, default=0)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._failures = 0  # writes failed in a row
         self.stall_s = 0.0  # time save() waited for the previous write
         self.write_s: list[float] = []  # time each write took on the writer thread
 
@@ -142,21 +161,42 @@ class CheckpointStore:
         self._thread.start()
         return path
 
-    def wait(self) -> None:
-        """Block until the last save is on disk."""
-        self._join()
+    def wait(self, *, final: bool = False) -> None:
+        """Block until the last save is on disk.
 
-    def _join(self) -> None:
+        Raises:
+            CheckpointsFailing: the last save failed and was the `final` one, or
+                `MAX_FAILURES` saves in a row failed.
+        """
+        self._join(final=final)
+
+    @property
+    def last_failed(self) -> bool:
+        """Whether the last save has ended, and failed: the next one should not wait."""
+        thread = self._thread
+        return self._failures > 0 and (thread is None or not thread.is_alive())
+
+    def _join(self, *, final: bool = False) -> None:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            warnings.warn(
-                f"a checkpoint could not be written ({error}); the checkpoints before it are "
-                f"intact in {self.directory}",
-                stacklevel=3,
-            )
+        if self._error is None:
+            return
+        error, self._error = self._error, None
+        if final or self._failures >= MAX_FAILURES:
+            last = self.checkpoints()
+            kept = f"{last[-1].path.name} (step {last[-1].step})" if last else "none"
+            failed = "the last save" if self._failures == 1 else f"the last {self._failures} saves"
+            raise CheckpointsFailing(
+                f"checkpoints cannot be written to {self.directory} ({_reason(error)}; "
+                f"{failed} failed); the last one written, {kept}, is intact. Free space "
+                "there (or point checkpoint.dir elsewhere) and resume"
+            ) from error
+        warnings.warn(
+            f"a checkpoint could not be written ({_reason(error)}); the checkpoints before it "
+            f"are intact in {self.directory}, and the next update saves again",
+            stacklevel=3,
+        )
 
     def _write_guarded(
         self,
@@ -170,8 +210,10 @@ class CheckpointStore:
         try:
             self._write(path, state, manifest, before_write)
             self._retain()
+            self._failures = 0
         except BaseException as error:  # reported on the training thread at the next save
             self._error = error
+            self._failures += 1
         self.write_s.append(time.perf_counter() - started)
         if after_write is not None and self._error is None:
             try:
@@ -255,7 +297,7 @@ class CheckpointStore:
             try:
                 loaded = self.load(entry)
             except DamagedCheckpoint as error:
-                damaged.append(str(error))
+                damaged.append(f"{error} (kept as {self._set_aside(entry).name})")
                 continue
             if damaged:
                 warnings.warn(
@@ -269,6 +311,20 @@ class CheckpointStore:
                 f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}"
             )
         return None
+
+    def _set_aside(self, entry: Path) -> Path:
+        """Move a damaged checkpoint out of the way (kept for inspection, named so): the
+        retention and the next save's name skip it."""
+        aside = entry.with_name(f"damaged-{entry.name}")
+        suffix = 1
+        while aside.exists():
+            suffix += 1
+            aside = entry.with_name(f"damaged-{entry.name}-{suffix}")
+        try:
+            entry.rename(aside)
+        except OSError:
+            return entry  # a read-only directory: leave it; the sequence skips it anyway
+        return aside
 
     def best(self) -> CheckpointInfo | None:
         """The kept checkpoint with the best `monitor` value (None without a monitor or one)."""

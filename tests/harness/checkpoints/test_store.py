@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import time
 from pathlib import Path
 
 import keras
@@ -46,9 +48,22 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path: Path
     with pytest.warns(UserWarning, match=r"ckpt-000002: .*checksum.*resuming from ckpt-000001"):
         info, state = store.load_latest()  # type: ignore[misc]
     assert info.step == 1 and state["model"][0][0, 0] == 1.0
-    (tmp_path / "ckpt-000001" / "manifest.json").unlink()
+    # The damaged one is moved aside, kept for inspection: the next save takes a new name.
+    assert _names(tmp_path) == ["ckpt-000001", "damaged-ckpt-000002"]
+    store.save(_state(3.0), step=3, epoch=0, batch=3)
+    store.wait()
+    assert _names(tmp_path) == ["ckpt-000001", "ckpt-000003", "damaged-ckpt-000002"]
+    for name in ("ckpt-000001", "ckpt-000003"):
+        (tmp_path / name / "manifest.json").write_text("{garbage")
     with pytest.raises(DamagedCheckpoint, match="no intact checkpoint"):
-        store.load_latest()
+        CheckpointStore(tmp_path).load_latest()
+    assert _names(tmp_path) == [
+        "damaged-ckpt-000001", "damaged-ckpt-000002", "damaged-ckpt-000003"
+    ]  # fmt: skip
+    reopened = CheckpointStore(tmp_path)  # a garbage manifest never blocks the next save
+    reopened.save(_state(4.0), step=4, epoch=0, batch=4)
+    reopened.wait()
+    assert reopened.load_latest()[0].step == 4  # type: ignore[index]
     assert CheckpointStore(tmp_path / "empty").load_latest() is None
 
 
@@ -70,6 +85,55 @@ def test_a_failed_write_leaves_the_previous_checkpoints_and_no_debris(
     assert _names(tmp_path) == ["ckpt-000001"]
     info, _ = store.load_latest()  # type: ignore[misc]
     assert info.step == 1
+
+
+def test_saves_failing_in_a_row_or_the_final_one_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.checkpoints import CheckpointsFailing
+
+    real = checkpoints.write_synced
+    failing = {"on": True}
+
+    def full_disk(path: Path, payload: object) -> None:
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, payload)
+
+    store = CheckpointStore(tmp_path, keep_last=5)
+    store.save(_state(1.0), step=1, epoch=0, batch=1)
+    store.wait()
+    monkeypatch.setattr(checkpoints, "write_synced", full_disk)
+    for step in (2, 3):  # two failures warn
+        store.save(_state(step), step=step, epoch=0, batch=step)
+        with pytest.warns(UserWarning, match="the next update saves again"):
+            store.wait()
+    assert store.last_failed
+    failing["on"] = False  # space freed: a success resets the count
+    store.save(_state(4.0), step=4, epoch=0, batch=4)
+    store.wait()
+    assert not store.last_failed
+    failing["on"] = True
+    for step in (5, 6):
+        store.save(_state(step), step=step, epoch=0, batch=step)
+        with pytest.warns(UserWarning, match=r"could not be written \(No space left on device"):
+            store.wait()
+    store.save(_state(7.0), step=7, epoch=0, batch=7)
+    with pytest.raises(CheckpointsFailing) as failed:  # the third in a row
+        store.wait()
+    message = str(failed.value)
+    assert message.startswith(f"checkpoints cannot be written to {tmp_path} (No space left")
+    assert "the last 3 saves failed" in message and "ckpt-000004 (step 4), is intact" in message
+    assert _names(tmp_path) == ["ckpt-000001", "ckpt-000004"]  # no debris
+
+    final = CheckpointStore(tmp_path / "final")
+    final.save(_state(1.0), step=1, epoch=0, batch=1)
+    with pytest.raises(
+        CheckpointsFailing,
+        match=r"the last save failed\); the last one "
+        r"written, none, is intact",
+    ):
+        final.wait(final=True)  # the last save of a run may not fail quietly
 
 
 def test_debris_of_a_crash_mid_write_is_removed_and_other_files_are_kept(tmp_path: Path) -> None:
@@ -149,23 +213,65 @@ def test_the_loop_saves_at_update_boundaries_and_on_a_stop_and_resumes_exactly(
     with pytest.raises(TrainingInterrupted):
         loop.run()
     saved = store.checkpoints()
-    # 10 batches (5 updates) an epoch: every 3 updates (6 batches), each epoch end, the stop.
+    # 10 batches (5 updates) an epoch: at the start, every 3 updates (6 batches), each epoch
+    # end, the stop.
     assert [(c.epoch, c.batch, c.step, c.epoch_end) for c in saved] == [
+        (0, 0, 0, False),  # before the first update: a run killed this early resumes too
         (0, 6, 3, False),
         (1, 0, 5, True),
         (1, 6, 8, False),  # also where the stop came: saved once
     ]
-    assert saved[1].monitor is None and saved[-1].metadata == {"run_id": "r1"}
+    assert saved[2].monitor is None and saved[-1].metadata == {"run_id": "r1"}
 
-    fresh = build_loop(engine, accumulation_steps=2, checkpointing=policy)
-    _, state = store.load_latest()  # type: ignore[misc]
-    fresh.restore_state(state)
-    history = fresh.run().history
-    for got, want in zip(weights(fresh.model), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-    assert history == expected_history
-    final = store.checkpoints()[-1]
-    assert (final.epoch, final.batch, final.step, final.epoch_end) == (3, 0, 15, True)
+    # From the stop, and from step 0 (the optimizer not built yet): the same end, exactly.
+    for start in (saved[-1], saved[0]):
+        fresh = build_loop(engine, accumulation_steps=2, checkpointing=policy)
+        _, state = store.load(start.path)
+        fresh.restore_state(state)
+        history = fresh.run().history
+        for got, want in zip(weights(fresh.model), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert history == expected_history
+        final = store.checkpoints()[-1]
+        assert (final.epoch, final.batch, final.step, final.epoch_end) == (3, 0, 15, True)
+
+
+class _SlowSteps(keras.callbacks.Callback):
+    """Steps slower than a checkpoint write: the writer's outcome is known by the next one."""
+
+    stateless = True
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_a_failed_save_is_retried_at_the_next_update_and_a_failed_last_save_stops_the_run(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import TrainingLoop
+    from harness.checkpoints import Checkpointing, CheckpointsFailing
+    from tests.harness.problems import make_data, make_model
+
+    real = checkpoints.write_synced
+
+    def flaky_disk(path: Path, payload: bytes) -> None:
+        if path.name == "manifest.json" and json.loads(payload)["step"] in (3, 30):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(checkpoints, "write_synced", flaky_disk)
+    store = CheckpointStore(tmp_path, keep_last=20)
+    loop = TrainingLoop(
+        make_model(), make_data(), engine=engine, epochs=3, callbacks=[_SlowSteps()],
+        checkpointing=Checkpointing(store, every_n_steps=3),
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="could not be written"):
+        with pytest.raises(CheckpointsFailing, match="the last save failed"):
+            loop.run()  # 3 epochs of 10 updates, a save every 3 and at each epoch's end
+    # Step 3's save failed: retried at the next update (4), not the next due one (6); the
+    # last (step 30) failed and stopped the run.
+    assert [c.step for c in store.checkpoints()] == [0, 4, 7, 10, 13, 16, 19, 20, 23, 26, 29]
 
 
 class _Handle:

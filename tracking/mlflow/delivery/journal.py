@@ -21,15 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
 from tracking.mlflow.delivery.sender import MetricPoint
+from tracking.owner import gone, owner
 
 JOURNAL_NAME = "metrics.journal"  # beside a run's checkpoints
 COMPACT_AFTER = 20_000  # delivered points before the file is rewritten without them
@@ -56,12 +54,17 @@ class MetricJournal:
         self._waiting: list[MetricPoint] = [] if held is None else held.undelivered
         self._points = self._done = 0
         self._file: IO[str] | None = None
-        self._rewrite(self._waiting, done=0)
-        self._register()
+        self._failed: OSError | None = None
+        try:
+            self._rewrite(self._waiting, done=0)
+            self._register()
+        except OSError as error:  # a full disk: the first append reports it (and is dropped)
+            self._failed = error
 
     @property
     def _out(self) -> IO[str]:
-        assert self._file is not None
+        if self._file is None:
+            raise self._failed or OSError("the journal is closed")
         return self._file
 
     @property
@@ -95,7 +98,14 @@ class MetricJournal:
             self._rewrite([] if kept is None else kept.undelivered, done=0)
 
     def close(self) -> None:
-        """Remove the journal when all its points are delivered; else keep it, synced."""
+        """Remove the journal when all its points are delivered; else keep it, synced (as
+        far as the disk lets it: a journal that failed to write was reported already)."""
+        if self._file is None:
+            return
+        with contextlib.suppress(OSError):
+            self._close()
+
+    def _close(self) -> None:
         if self.pending == 0:
             self._out.close()
             with contextlib.suppress(FileNotFoundError):
@@ -110,12 +120,17 @@ class MetricJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         aside = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         header = {"journal": 1, "run_id": self.run_id, "tracking_uri": self.tracking_uri}
-        with open(aside, "w", encoding="utf-8") as file:
-            file.write(json.dumps({**header, "owner": _owner()}) + "\n")
-            file.write("".join(json.dumps(point) + "\n" for point in points))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(aside, self.path)
+        try:
+            with open(aside, "w", encoding="utf-8") as file:
+                file.write(json.dumps({**header, "owner": owner()}) + "\n")
+                file.write("".join(json.dumps(point) + "\n" for point in points))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(aside, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                aside.unlink()
+            raise
         if self._file is not None:
             self._file.close()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
@@ -184,7 +199,7 @@ def left_behind() -> Iterator[tuple[Path, Held]]:
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()  # its journal is gone (delivered, or moved away)
             continue
-        if not _alive(held.owner):
+        if held.owner is None or gone(held.owner):
             yield target, held
 
 
@@ -195,24 +210,6 @@ def forget(path: Path, run_id: str) -> None:
     link = journal_dir() / f"{run_id}.journal"
     if link.is_symlink():
         link.unlink()
-
-
-def _owner() -> str:
-    process = psutil.Process()
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
-
-
-def _alive(owner: str | None) -> bool:
-    """Whether the process that wrote a journal still runs (on this host)."""
-    if owner is None:
-        return False
-    host, pid, started = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return False
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" == started
-    except psutil.NoSuchProcess:
-        return False
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ are sent (a point delivered just before a kill, its mark not yet written, is not
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import warnings
@@ -57,7 +58,8 @@ def open_journal(
         if logged is None:
             logged = logged_steps(runs, run_id, (point[0] for point in waiting))
         sent = send_missing(runs, run_id, waiting, logged)
-        journal.delivered(len(waiting))
+        with contextlib.suppress(OSError):  # a full disk: the sender reports the journal
+            journal.delivered(len(waiting))
         if sent:
             warnings.warn(
                 f"MLflow run {run_id}: sent the {sent} metric points an earlier attempt could "

@@ -46,7 +46,9 @@ class MetricSender:
     does not compete with training for the GIL on every step. Points that cannot be sent
     stay pending and are retried at the next flush; `stop` hands back whatever never got through.
     With a `journal`, every point is appended to it before it is sent, the journal is synced at
-    each flush, and what the backend took (or refused for good) is marked delivered.
+    each flush, and what the backend took (or refused for good) is marked delivered. A journal
+    that cannot be written (a full disk) is reported once and dropped: sending goes on, and a
+    `sync` then sends instead, so a checkpoint still never gets ahead of the metrics.
     """
 
     def __init__(
@@ -126,7 +128,7 @@ class MetricSender:
             self._drain()
 
     def _drain(self) -> None:
-        queue, journal = self._queue, self._journal
+        queue = self._queue
         taken: list[MetricPoint] = []
         while True:
             try:
@@ -139,9 +141,8 @@ class MetricSender:
             assert isinstance(item, _Barrier)
             self._take(taken)
             taken = []
-            if journal is not None:
-                journal.sync()
-            if item.send:
+            self._journaled(lambda journal: journal.sync())
+            if item.send or self._journal is None:
                 self._send_pending(item.problems, force=True)
                 item.problems.extend(self._unreported)
                 self._unreported.clear()
@@ -152,17 +153,32 @@ class MetricSender:
         # An epoch-end `send_soon` does try once more, so a store that was briefly locked
         # gets the backlog at the next epoch instead of only at the end of training.
         attempt, self._attempt_once = self._attempt_once, False
-        if attempt and journal is not None:
-            journal.sync()  # the epoch-end flush that does not wait
+        if attempt:
+            self._journaled(lambda journal: journal.sync())  # the epoch-end flush, no wait
         if self._pending and (attempt or not self._failing):
             self._send_pending(self._unreported, force=False)
 
     def _take(self, points: list[MetricPoint]) -> None:
         """Points from the queue: journaled, then pending."""
         if points:
-            if self._journal is not None:
-                self._journal.append(points)
+            self._journaled(lambda journal: journal.append(points))
             self._pending.extend(points)
+
+    def _mark_delivered(self, count: int) -> None:
+        self._journaled(lambda journal: journal.delivered(count))
+
+    def _journaled(self, write: Callable[[Journal], None]) -> None:
+        """`write` to the journal; one that fails is reported and dropped (see the class)."""
+        if self._journal is None:
+            return
+        try:
+            write(self._journal)
+        except OSError as error:
+            self._journal = None
+            self._unreported.append(
+                f"the metrics journal cannot be written ({error.strerror or error}): metrics "
+                "go to MLflow unjournaled, and a kill now may lose those not yet sent"
+            )
 
     def _send_pending(self, problems: list[str], *, force: bool) -> None:
         pending = self._pending
@@ -181,8 +197,7 @@ class MetricSender:
                     )
                 return
             del pending[: len(chunk)]
-            if self._journal is not None:
-                self._journal.delivered(len(chunk))  # sent, or refused for good (reported)
+            self._mark_delivered(len(chunk))  # sent, or refused for good (reported)
         self._failing = False
 
     def _send_chunk(self, chunk: list[MetricPoint], problems: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from tracking.mlflow.delivery.sender import MetricPoint, MetricSender
 from tracking.mlflow.retry import RetryPolicy
@@ -151,3 +152,32 @@ def test_points_are_journaled_before_they_are_sent_and_marked_after() -> None:
     assert backend.received == _points(5)
     assert journal.events[-1] == ("delivered", 5)
     sender.stop()
+
+
+def test_a_journal_on_a_full_disk_is_reported_once_and_sending_goes_on(tmp_path: Path) -> None:
+    from tests.mounts import fill, small_tmpfs
+    from tracking.mlflow.delivery.journal import MetricJournal
+
+    backend = Backend()
+    with small_tmpfs(tmp_path / "disk", 64) as disk:
+        journal = MetricJournal(disk / "run.journal", run_id="r", tracking_uri="sqlite://")
+        sender = MetricSender(
+            backend.send,
+            interval_s=60.0,
+            retry=RetryPolicy(max_retries=1, backoff_s=0.0),
+            journal=journal,
+        )
+        sender.put(_points(10))
+        assert sender.sync() == []  # journaled (and sent)
+        fill(disk)
+        sender.put(_points(3000, "big"))  # more than the journal's buffer: the write fails
+        problems = sender.sync()  # (a checkpoint's wait) sends instead, the journal gone
+        assert len(problems) == 1 and problems[0].startswith(
+            "the metrics journal cannot be written (No space left on device)"
+        )
+        assert backend.received == _points(10) + _points(3000, "big")
+        sender.put(_points(5, "after"))
+        assert sender.flush() == []  # reported once; sending goes on
+        assert backend.received[-5:] == _points(5, "after")
+        sender.stop()
+        journal.close()  # on the full disk: no error
