@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING, Annotated
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -130,10 +132,13 @@ def _resume(
     _import_tensorflow_quietly(verbose=verbose)
     from experiments.run.run import run_experiment
 
-    typer.echo(
-        f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
-        f"after batch {point.batch})"
-    )
+    if point.state is None:
+        typer.echo(f"resuming run {run_id} from the beginning (it was stopped before training)")
+    else:
+        typer.echo(
+            f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
+            f"after batch {point.batch})"
+        )
     command = shlex.join(["harness", "resume", run_id, *overrides])
     _report(run_experiment(loaded, tracking_uri=uri, command=command, resume=point))
 
@@ -256,7 +261,13 @@ def runs(
 ) -> None:
     """A table of recent runs with their main params and final metrics."""
     from experiments.tracking_setup import resolve_tracking_uri
-    from experiments.ui.runs_table import print_columns, print_table, runs_frame, study_frame
+    from experiments.ui.runs_table import (
+        orphaned,
+        print_columns,
+        print_table,
+        runs_frame,
+        study_frame,
+    )
 
     uri = resolve_tracking_uri(tracking_uri, None)
     if study is not None:
@@ -265,6 +276,9 @@ def runs(
     else:
         frame = runs_frame(uri, experiment, limit=limit)
         print_table(frame)
+        for run_id in orphaned(frame):  # killed: nobody could mark it, and it can go on
+            typer.echo(f"run {run_id} stopped without ending; continue it with:")
+            typer.echo(f"  harness resume {run_id} --tracking-uri {uri}")
     if csv:
         frame.to_csv(csv, index=False)
         typer.echo(f"wrote {len(frame)} runs to {csv}")
@@ -302,8 +316,33 @@ def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
         os.close(devnull)
 
 
+_OURS = tuple(
+    str(Path(__file__).resolve().parents[1] / package)
+    for package in ("harness", "tracking", "experiments")
+)  # the warnings these packages raise read as one line, like errors
+
+
+def _one_line_warnings(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Any = None
+) -> str:
+    if str(Path(filename).resolve()).startswith(_OURS):
+        return f"harness: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
+    warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = _default_format
+
+
+def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
     try:

@@ -92,6 +92,16 @@ def tracking_store(uri: str, *, create: bool = True) -> MlflowRuns:
     return MlflowRuns(uri, retry=RetryPolicy(TRACKING_RETRIES, TRACKING_BACKOFF_S), client=client)
 
 
+PROCESS_TAG = "harness.process"  # `host:pid:start` of the process training the run
+
+
+def process_tags() -> dict[str, str]:
+    """The host and process training a run: set when it starts and when a resume takes over."""
+    from tracking.owner import owner
+
+    return {"harness.host": socket.gethostname(), PROCESS_TAG: owner()}
+
+
 def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
     """Tags every run carries, namespaced `harness.*` beside MLflow's own `mlflow.*`.
 
@@ -106,7 +116,7 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
         "harness.keras_version": keras.__version__,
         "harness.python_version": platform.python_version(),
         "harness.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
-        "harness.host": socket.gethostname(),
+        **process_tags(),
         "mlflow.user": _user(),
         "mlflow.source.type": "LOCAL",
     }

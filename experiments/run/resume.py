@@ -12,7 +12,7 @@ from experiments.config.loader import load_config
 from experiments.config.schema import ExperimentConfig, flatten
 from experiments.errors import UsageError, first_line
 from experiments.run.checkpoints import MIRROR, TAG, checkpoint_dir, open_store
-from experiments.tracking_setup import tracking_store
+from experiments.tracking_setup import PROCESS_TAG, tracking_store
 
 # What a resumed run may change: how long it trains, how it shows progress, where it tracks.
 SAFE_TO_CHANGE = (
@@ -35,7 +35,7 @@ class ResumePoint:
     step: int
     epoch: int
     batch: int
-    state: dict[str, Any]
+    state: dict[str, Any] | None  # None: the run never trained, and starts from the beginning
     changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -56,6 +56,7 @@ def find_resume_point(
     from requests import RequestException
 
     from tracking.mlflow import RunNotFound
+    from tracking.owner import alive
 
     runs = tracking_store(tracking_uri, create=False)
     try:
@@ -71,25 +72,43 @@ def find_resume_point(
             f"{first_line(error)}. Check that the store or server is reachable, or pass the "
             "--tracking-uri the run used"
         ) from None
-    directory = run.data.tags.get(TAG)
-    if not directory:
+    process = run.data.tags.get(PROCESS_TAG)
+    if run.info.status == "RUNNING" and alive(process):
+        pid = process.rsplit(":", 2)[1]  # type: ignore[union-attr]
         raise UsageError(
-            f"harness resume: run '{run_id}' has no checkpoint: it recorded no checkpoint "
-            f"directory (tag {TAG}), so it stopped before training began or was not started "
-            "by harness run. Start it again with harness run"
+            f"harness resume: run '{run_id}' is still running (process {pid} on this host): "
+            f"stop it first (kill {pid}: it saves a checkpoint and ends KILLED), then resume"
         )
+    # A run killed before it logged a step can start from the beginning, in the same run.
+    never_trained = not any(key.startswith("step/") for key in run.data.metrics)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = runs.download_artifact(run_id, CONFIG_ARTIFACT, tmp)
         except FileNotFoundError:
-            raise UsageError(
-                f"harness resume: run '{run_id}' has no {CONFIG_ARTIFACT} artifact to resume "
-                "its config from"
-            ) from None
+            if config is None or not never_trained:
+                raise UsageError(
+                    f"harness resume: run '{run_id}' has no {CONFIG_ARTIFACT} artifact to "
+                    "resume its config from (it stopped before it logged one). Start it with "
+                    f"its config: harness run CONFIG --resume {run_id}"
+                ) from None
+            local = None
         shown = f"run {run_id}'s {CONFIG_ARTIFACT}"
-        original = load_config(local, shown_as=shown)
-        if config is None:
-            config = load_config(local, overrides, shown_as=shown)
+        if local is None:
+            assert config is not None  # (without the artifact, the config was given)
+            original = config
+        else:
+            original = load_config(local, shown_as=shown)
+            if config is None:
+                config = load_config(local, overrides, shown_as=shown)
+    directory = run.data.tags.get(TAG) or (
+        str(checkpoint_dir(config, run_id)) if never_trained else None
+    )
+    if not directory:
+        raise UsageError(
+            f"harness resume: run '{run_id}' has no checkpoint: it recorded no checkpoint "
+            f"directory (tag {TAG}) and was not started by harness run. Start a new run "
+            "with harness run"
+        )
     changed = _changes(original, config)
     refused = sorted(key for key in changed if key not in SAFE_TO_CHANGE)
     if refused:
@@ -100,9 +119,9 @@ def find_resume_point(
             "harness run for the rest"
         )
     local = Path(directory)
-    if not local.is_dir():
+    if not local.is_dir() and not never_trained:
         local = _from_mirror(runs, run_id, local, config)
-    return config, _latest_checkpoint(run_id, local, config, changed)
+    return config, _latest_checkpoint(run_id, local, config, changed, never_trained)
 
 
 def _from_mirror(runs: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:
@@ -128,10 +147,16 @@ def _from_mirror(runs: Any, run_id: str, directory: Path, config: ExperimentConf
 
 
 def _latest_checkpoint(
-    run_id: str, directory: Path, config: ExperimentConfig, changed: dict[str, Any]
+    run_id: str,
+    directory: Path,
+    config: ExperimentConfig,
+    changed: dict[str, Any],
+    never_trained: bool,
 ) -> ResumePoint:
     from harness.checkpoints import DamagedCheckpoint, PickledCheckpoint
 
+    if never_trained and not any(directory.glob("ckpt-*")):  # killed before its first save
+        return ResumePoint(run_id, directory, 0, 0, 0, None, changed)
     if not directory.is_dir():
         raise UsageError(
             f"harness resume: the checkpoints of run '{run_id}' are missing: '{directory}' "
@@ -145,8 +170,8 @@ def _latest_checkpoint(
         raise UsageError(f"harness resume: run '{run_id}': {error}") from None
     if loaded is None:
         raise UsageError(
-            f"harness resume: run '{run_id}' has no checkpoint in '{directory}' (it stopped "
-            "before its first save): start it again with harness run"
+            f"harness resume: run '{run_id}' trained, yet its checkpoints in '{directory}' are "
+            "gone (deleted by hand?): start a new run with harness run"
         )
     info, state = loaded
     owner = info.metadata.get("run_id")

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.search.recovery import owner
 from experiments.search.slots import Slot
 from experiments.search.space import apply
+from tracking.owner import owner
 
 TRIAL_MODULE = "experiments.search.trial"
 

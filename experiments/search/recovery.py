@@ -12,44 +12,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
-
-import psutil
 
 from experiments.search import optuna_internals
 from experiments.search.study import RETRY_ATTR, RUN_ATTR, STATE_TAG
+from tracking.owner import gone
 
 NAME_ATTR = "harness.run_name"  # a trial's user attribute: its MLflow run's name
 ATTEMPT_ATTR = "harness.attempt"  # retries of the original trial so far
 RESUME_ATTR = "harness.resume_run"  # the run a retry continues
 SUPERVISOR_ATTR = "harness.supervisor"  # host:pid:start of the supervisor that asked for it
 PROCESS_ATTR = "harness.trial_process"  # host:pid:start of the process that trains it
-
-
-def owner(pid: int | None = None) -> str:
-    """`host:pid:start` of a process (this one by default): a pid alone may be reused."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        started = f"{psutil.Process(pid).create_time():.2f}"
-    except psutil.NoSuchProcess:  # ended already
-        started = "0"
-    return f"{socket.gethostname()}:{pid}:{started}"
-
-
-def _gone(recorded: str | None) -> bool:
-    """Whether a process recorded by `owner` on this host has ended (False: alive, or not
-    recorded, or another host's, which this host cannot tell)."""
-    if recorded is None:
-        return False
-    host, pid, started = recorded.rsplit(":", 2)
-    if host != socket.gethostname():
-        return False
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" != started
-    except psutil.NoSuchProcess:
-        return True
 
 
 def enqueue_continuation(study: Any, frozen: Any, *, attempt: int) -> None:
@@ -116,7 +89,7 @@ def reap_dead_on_this_host(study: Any, runs: Any, retries: int) -> list[int]:
     for frozen in running:
         attrs = frozen.user_attrs
         process = attrs.get(PROCESS_ATTR)  # none: its supervisor died before starting it
-        if not (_gone(attrs.get(SUPERVISOR_ATTR)) and (process is None or _gone(process))):
+        if not (gone(attrs.get(SUPERVISOR_ATTR)) and (process is None or gone(process))):
             continue
         run_id = attrs.get(RUN_ATTR)
         if run_id is not None:

@@ -30,13 +30,13 @@ from experiments.search.recovery import (
     enqueue_continuation,
     fail_trial,
     mark_run_failed,
-    owner,
     reap_dead_on_this_host,
     retry,
 )
 from experiments.search.slots import Slot
 from experiments.search.space import suggest
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
+from tracking.owner import owner
 
 
 @dataclass(frozen=True)

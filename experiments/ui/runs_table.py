@@ -41,11 +41,31 @@ def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) ->
     return frame.rename(columns={c: c.removeprefix("metrics.") for c in metrics})
 
 
+GONE = "RUNNING (process gone)"
+
+
+def _status(run: Any) -> str:
+    """MLflow's status; a RUNNING run whose process (on this host) has ended says so."""
+    from experiments.tracking_setup import PROCESS_TAG
+    from tracking.owner import gone
+
+    if run.info.status == "RUNNING" and gone(run.data.tags.get(PROCESS_TAG)):
+        return GONE
+    return str(run.info.status)
+
+
+def orphaned(frame: Any) -> list[str]:
+    """The ids of the runs in `frame` that are RUNNING with their process gone."""
+    if "status" not in frame.columns:
+        return []
+    return [str(run_id) for run_id in frame.loc[frame["status"] == GONE, "run_id"]]
+
+
 def _row(run: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
-        "status": run.info.status,
+        "status": _status(run),
         # The UI's "Datasets" column: the training data's name and digest.
         "dataset": ", ".join(
             f"{d.dataset.name} ({d.dataset.digest})"

@@ -602,3 +602,20 @@ def test_verbose_shows_the_traceback_of_the_user_s_own_code(
         and 'raise RuntimeError("the factory broke")' in err
     )
     assert err.strip().splitlines()[-1].startswith("harness: error: model: the factory")
+
+
+def test_our_warnings_read_as_one_line_and_others_keep_their_form() -> None:
+    import warnings
+
+    from experiments.cli import _one_line_warnings
+    from tests.paths import ROOT
+
+    ours = str(ROOT / "harness" / "checkpoints" / "policy.py")
+    assert (
+        _one_line_warnings(UserWarning("a checkpoint could not be written"), UserWarning, ours, 9)
+        == "harness: warning: a checkpoint could not be written\n"
+    )
+    theirs = "/usr/lib/python3/site-packages/keras/src/trainer.py"
+    assert _one_line_warnings("old", DeprecationWarning, theirs, 3) == warnings.formatwarning(
+        "old", DeprecationWarning, theirs, 3
+    )

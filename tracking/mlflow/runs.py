@@ -241,6 +241,21 @@ class MlflowRuns:
             raise FileNotFoundError(f"run '{run_id}' has no artifact '{path}' ({exc})") from None
         return Path(local)
 
+    def discard_pending_models(self, run_id: str, experiment_id: str) -> list[str]:
+        """Delete the run's logged models left PENDING (an export its process died in); their
+        ids. A resumed run exports again; an ended run never shows a half-logged model."""
+        from mlflow.entities import LoggedModelStatus
+
+        logged = self.retry(lambda: self.client.search_logged_models([experiment_id]))
+        pending = [
+            m.model_id
+            for m in logged
+            if m.source_run_id == run_id and m.status == LoggedModelStatus.PENDING
+        ]
+        for model_id in pending:
+            self.retry(functools.partial(self.client.delete_logged_model, model_id))
+        return pending
+
     # The model registry
 
     def register_model(

@@ -133,7 +133,9 @@ class MlflowSink(Sink):
 
         Steps a resumed training recomputes that the run already holds are not sent again
         (recomputed exactly, they are the same values); steps it lacks (lost in flight when
-        the process died) are. Params already logged are not sent again either.
+        the process died) are. Params already logged are not sent again either. Logged
+        models an export left PENDING when its process died are deleted: the resumed run
+        exports its model again.
 
         Raises:
             RunNotFound: the store has no run `run_id`.
@@ -143,6 +145,7 @@ class MlflowSink(Sink):
         run = runs.get_run(run_id)
         logged = logged_steps(runs, run_id, run.data.metrics)
         journal = open_journal(runs, run_id, options.journal_path, logged=logged)
+        runs.discard_pending_models(run_id, str(run.info.experiment_id))
         runs.set_status(run_id, "RUNNING")
         sink = cls(runs.client, run_id, options=options, journal=journal)
         sink._experiment_id = str(run.info.experiment_id)

@@ -4,6 +4,7 @@ FINISHED with weights bit-identical to an uninterrupted run and the same metric 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,27 +95,34 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     )
 
     # The same config in a child process, its checkpoints slow to write (0.4 s), killed
-    # mid-epoch 1 while it writes its third: the batches since the second are recomputed.
+    # mid-epoch 1 while it writes its fourth (the first is step 0's): the batches since the
+    # third are recomputed.
     changes = _changes(engine, f"kill-{engine}", in_tmp / "b")
     changes["callbacks"][0]["init_args"]["write_seconds"] = 0.4  # type: ignore[index]
     config = write_config(in_tmp, changes, "b.yaml")
     child = _start_child(config, mlflow_uri, in_tmp)
     checkpoints = in_tmp / "b" / "ckpt"
 
-    def writing_the_third() -> bool:
-        return len(list(checkpoints.glob("*/ckpt-*"))) >= 2 and any(
-            checkpoints.glob("*/.tmp-ckpt-*")
-        )
+    def writing_the_fourth() -> bool:
+        return any(checkpoints.glob("*/.tmp-ckpt-000004-*"))
 
-    _wait_for(writing_the_third, child, "third checkpoint's write")
+    _wait_for(writing_the_fourth, child, "fourth checkpoint's write")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     (run_dir,) = checkpoints.iterdir()
     written = sorted(path.name for path in run_dir.glob("ckpt-*"))
-    assert len(written) == 2 and any(run_dir.glob(".tmp-ckpt-*")), written  # cut mid-write
-    (killed,) = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
+    assert written == ["ckpt-000002", "ckpt-000003"], written  # the last two kept
+    assert any(run_dir.glob(".tmp-ckpt-000004-*"))  # cut mid-write
+    experiment = client.get_experiment_by_name(f"kill-{engine}").experiment_id
+    (killed,) = client.search_runs([experiment])
     assert killed.info.status == "RUNNING"  # nobody could mark it
     capsys.readouterr()
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", f"kill-{engine}"]) == 0
+    out = capsys.readouterr().out
+    assert "RUNNING (process gone)" in out.replace("\n", " ").replace("│", " ").replace("  ", " ")
+    assert f"harness resume {killed.info.run_id} --tracking-uri {mlflow_uri}" in out
+    # What a kill during the final export leaves: a logged model that stays PENDING.
+    client.create_logged_model(experiment, name="model", source_run_id=killed.info.run_id)
 
     assert main(["resume", killed.info.run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
@@ -123,8 +131,13 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     assert [r.info.run_id for r in runs] == [killed.info.run_id]  # one run, continued
     assert runs[0].info.status == "FINISHED"
     assert "harness.resumed_from" in runs[0].data.tags
-    assert "step 8 " in runs[0].data.tags["harness.resumed_from"]  # the second checkpoint
+    assert "step 8 " in runs[0].data.tags["harness.resumed_from"]  # the third checkpoint
     assert not list(run_dir.glob(".tmp-*"))  # the cut write's debris is gone
+    models = client.search_logged_models([experiment])  # the PENDING one removed
+    assert sorted((m.name, m.status.value) for m in models) == [
+        ("model", "READY"),
+        ("model_ema", "READY"),
+    ]
     _assert_same_training(client, killed.info.run_id, expected_run.info.run_id)
 
 
@@ -176,8 +189,6 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
         (checkpoint / "state.bin").write_bytes(b"torn")
     line = _one_line_exit_2(["resume", run_id, *uri], capsys)
     assert "no intact checkpoint" in line and "does not match its checksum" in line
-    import shutil
-
     shutil.rmtree(in_tmp / "ck" / run_id)
     line = _one_line_exit_2(["resume", run_id, *uri], capsys)
     assert f"the checkpoints of run '{run_id}' are missing" in line
@@ -202,7 +213,7 @@ def _wait_for(condition: object, child: subprocess.Popen[bytes], what: str) -> N
         time.sleep(0.02)
 
 
-def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint_is_named(
+def test_sigterm_saves_marks_killed_and_resumes_and_a_run_killed_before_training_resumes_too(
     in_tmp: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import mlflow
@@ -217,8 +228,12 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint
     changes = {**_changes("custom", "term", in_tmp / "b"), "checkpoint.every_n_steps": None}
     config = write_config(in_tmp, changes, "b.yaml")
     child = _start_child(config, mlflow_uri, in_tmp)
-    _wait_for(lambda: any((in_tmp / "b" / "ckpt").glob("*/ckpt-*")), child, "first checkpoint")
-    time.sleep(0.2)  # mid-epoch 2: the first checkpoint came at the end of epoch 1
+    saved = (in_tmp / "b" / "ckpt").glob
+    _wait_for(lambda: len(list(saved("*/ckpt-*"))) == 2, child, "epoch 1's checkpoint")
+    time.sleep(0.2)  # mid-epoch 2: the checkpoints so far are step 0's and epoch 1's end
+    (running,) = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    line = _one_line_exit_2(["resume", running.info.run_id, "--tracking-uri", mlflow_uri], capsys)
+    assert f"run '{running.info.run_id}' is still running (process {child.pid} on" in line
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) != 0
     (run,) = client.search_runs([client.get_experiment_by_name("term").experiment_id])
@@ -230,7 +245,7 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint
     _assert_same_training(client, run.info.run_id, expected.info.run_id)
     capsys.readouterr()
 
-    # Killed before its first checkpoint: nothing to resume from, and resume says so.
+    # Killed before its first checkpoint: it starts from the beginning, in the same run.
     early = write_config(in_tmp, {**changes, "tracking.experiment": "early"}, "c.yaml")
     child = _start_child(early, mlflow_uri, in_tmp)
 
@@ -243,8 +258,16 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_kill_before_any_checkpoint
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     (run,) = client.search_runs([client.get_experiment_by_name("early").experiment_id])
-    line = _one_line_exit_2(["resume", run.info.run_id, "--tracking-uri", mlflow_uri], capsys)
-    assert f"run '{run.info.run_id}' has no checkpoint in" in line  # its directory is empty
+    assert run.info.status == "RUNNING"
+    for saved_at_step_0 in (in_tmp / "b" / "ckpt" / run.info.run_id).glob("ckpt-*"):
+        shutil.rmtree(saved_at_step_0)  # as if killed a moment earlier, before it was written
+    assert main(["resume", run.info.run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming run {run.info.run_id} from the beginning" in out
+    (resumed,) = client.search_runs([client.get_experiment_by_name("early").experiment_id])
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["harness.resumed_from"].startswith("the beginning")
+    _assert_same_training(client, run.info.run_id, expected.info.run_id)
 
 
 def test_a_mirrored_checkpoint_resumes_where_the_checkpoint_directory_is_gone(

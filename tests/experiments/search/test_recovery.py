@@ -17,11 +17,11 @@ from experiments.search.recovery import (
     PROCESS_ATTR,
     RESUME_ATTR,
     SUPERVISOR_ATTR,
-    owner,
     reap_dead_on_this_host,
 )
 from experiments.search.study import RETRY_ATTR, RUN_ATTR
 from experiments.tracking_setup import tracking_store
+from tracking.owner import owner
 
 
 def _ended_process() -> str:
