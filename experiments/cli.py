@@ -129,6 +129,13 @@ def _resume(
 
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
     loaded, point = find_resume_point(run_id, uri, overrides, config)
+    if point.finished:
+        epochs = loaded.trainer.epochs
+        typer.echo(
+            f"run {run_id} has finished its {epochs} epochs: nothing to resume. To train it "
+            f"longer: harness resume {run_id} trainer.epochs=N (N > {epochs})"
+        )
+        return
     _import_tensorflow_quietly(verbose=verbose)
     from experiments.run.run import run_experiment
 

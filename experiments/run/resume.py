@@ -37,6 +37,7 @@ class ResumePoint:
     batch: int
     state: dict[str, Any] | None  # None: the run never trained, and starts from the beginning
     changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    finished: bool = False  # the run ended FINISHED and nothing changed: nothing to resume
 
 
 def find_resume_point(
@@ -119,6 +120,8 @@ def find_resume_point(
             "harness run for the rest"
         )
     local = Path(directory)
+    if run.info.status == "FINISHED" and not changed:
+        return config, ResumePoint(run_id, local, 0, 0, 0, None, changed, finished=True)
     if not local.is_dir() and not never_trained:
         local = _from_mirror(runs, run_id, local, config)
     return config, _latest_checkpoint(run_id, local, config, changed, never_trained)

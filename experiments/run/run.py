@@ -214,11 +214,7 @@ def _train_and_log(
     from harness.logs import scalar_logs
 
     config = prepared.config
-    sink.log_params(flatten(config))
-    sink.log_params({f"model.{k}": str(v) for k, v in prepared.parameter_counts.items()})
-    if resume is None or resume.state is None:  # a resumed run logged them when it started
-        for dataset in run_record.dataset_records(config, prepared.data):
-            sink.log_dataset(dataset)
+    # First, so a run killed at any moment after this has what `harness resume` needs.
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "config.yaml"
         config_file.write_text(
@@ -227,6 +223,11 @@ def _train_and_log(
         sink.log_artifact(config_file)
     # Tagged once the config is logged: a run with this tag has what a resume needs.
     sink.set_tags({CHECKPOINT_TAG: str(checkpoints.store.directory.resolve())})
+    sink.log_params(flatten(config))
+    sink.log_params({f"model.{k}": str(v) for k, v in prepared.parameter_counts.items()})
+    if resume is None or resume.state is None:  # a resumed run logged them when it started
+        for dataset in run_record.dataset_records(config, prepared.data):
+            sink.log_dataset(dataset)
     trainer = config.trainer
     logger = MetricsLogger(sink, log_every_n_steps=trainer.log_every_n_steps)
     extra: list[Any] = []

@@ -123,6 +123,9 @@ def main(argv: list[str]) -> int:
             config, resume = find_resume_point(spec.resume_run, spec.tracking_uri, [], config)
         except UsageError as error:
             print(f"no checkpoint to resume ({error}); training afresh", file=sys.stderr)
+        if resume is not None and resume.finished:  # ended before Optuna was told
+            print("its run had finished; training afresh", file=sys.stderr)
+            resume = None
 
     def started(run_id: str) -> None:
         trial.set_user_attr(RUN_ATTR, run_id)

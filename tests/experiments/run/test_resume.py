@@ -166,6 +166,15 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     run_id = run.info.run_id
     uri = ["--tracking-uri", mlflow_uri]
 
+    # Finished, nothing changed: nothing to resume, and the run is left as it is.
+    capsys.readouterr()
+    assert main(["resume", run_id, *uri]) == 0
+    assert capsys.readouterr().out == (
+        f"run {run_id} has finished its 1 epochs: nothing to resume. To train it longer: "
+        f"harness resume {run_id} trainer.epochs=N (N > 1)\n"
+    )
+    assert len(client.search_logged_models([experiment])) == 1  # no second export
+
     # Training longer is safe: the same run goes on from its last checkpoint.
     assert main(["resume", run_id, "trainer.epochs=2", *uri]) == 0
     (run,) = client.search_runs([experiment])
@@ -187,10 +196,10 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     assert "data.batch_size (32 -> 16)" in line
     for checkpoint in (in_tmp / "ck" / run_id).glob("ckpt-*"):
         (checkpoint / "state.bin").write_bytes(b"torn")
-    line = _one_line_exit_2(["resume", run_id, *uri], capsys)
+    line = _one_line_exit_2(["resume", run_id, "trainer.epochs=3", *uri], capsys)
     assert "no intact checkpoint" in line and "does not match its checksum" in line
     shutil.rmtree(in_tmp / "ck" / run_id)
-    line = _one_line_exit_2(["resume", run_id, *uri], capsys)
+    line = _one_line_exit_2(["resume", run_id, "trainer.epochs=3", *uri], capsys)
     assert f"the checkpoints of run '{run_id}' are missing" in line
     assert len(client.search_runs([experiment])) == 1
 
