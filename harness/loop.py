@@ -252,6 +252,9 @@ class TrainingLoop:
         assert train is not None
         logs: Any = None
         hooks = self._train_batch_hooks
+        k, batches = self.gradients.accumulation_steps, data.num_batches
+        if k > 1:  # the epoch's last batch ends an update, even a shorter one
+            self.gradients.start_epoch(None if batches is None else batches - data.position)
         with data.catch_stop_iteration():
             for first, last, iterator in data:
                 if hooks:
@@ -261,7 +264,7 @@ class TrainingLoop:
                     callbacks.on_train_batch_end(last, logs)
                 events.dispatch(last, logs, outputs)
                 # Checkpoints and stops come at update boundaries: never mid-accumulation.
-                boundary = (last + 1) % self.gradients.accumulation_steps == 0
+                boundary = (last + 1) % k == 0 or (batches is not None and last + 1 >= batches)
                 if self._saver is not None:
                     # A short last execution is reported by its nominal index (as fit() does):
                     # the batches done are at most the epoch's.

@@ -55,6 +55,11 @@ class EpochIterator:
         return self.steps_per_epoch or self._num_batches
 
     @property
+    def position(self) -> int:
+        """The index, within the epoch, of the next batch (past 0 in an epoch resumed)."""
+        return self._epoch_step
+
+    @property
     def element_spec(self) -> Any:
         return self.source.element_spec
 

@@ -8,6 +8,9 @@ compiled call, with no extra pass over the gradients:
 
 1. With `accumulation_steps: k`, gradients are summed over k micro-batches and the k-th hands
    their mean on; `optimizer.iterations`, and so schedules, EMA and `step/*`, count updates.
+   An epoch whose batches k does not divide ends with a shorter window (as Lightning does):
+   its last micro-batch hands on the mean of the ones it has, so no batch is left out and
+   no update spans two epochs (`start_epoch` tells the pipeline the epoch's length).
 2. The global norm of what would be applied is computed once: logged as `step/grad_norm`
    (before clipping, which Keras's `apply` does next) and checked for NaN / Inf.
 3. A non-finite norm never reaches the weights. `skip_step` counts it (`skipped_steps`) and
@@ -98,6 +101,10 @@ class GradientPipeline:
                 # The update number whose gradients were not finite; 0: none (raise, stop).
                 "halted_at": keras.Variable(0, "int64", trainable=False, name="halted_at"),
                 "micro_steps": keras.Variable(0, "int64", trainable=False, name="micro_steps"),
+                # Micro-batches summed for the update in progress, and the epoch's batches
+                # still to come (-1: the epoch's length is not known).
+                "window": keras.Variable(0, "int64", trainable=False, name="window"),
+                "batches_left": keras.Variable(-1, "int64", trainable=False, name="left"),
             }
             if self.accumulation_steps > 1:
                 self._accumulators = [
@@ -106,6 +113,13 @@ class GradientPipeline:
                     )
                     for i, v in enumerate(keras_internals.optimizer_variables(optimizer))
                 ]
+
+    def start_epoch(self, batches_left: int | None) -> None:
+        """The epoch (or, resumed, its rest) has `batches_left` batches (None: not known):
+        its last one ends an update whatever the window holds."""
+        self.build()
+        left = -1 if batches_left is None else int(batches_left)
+        self._state()["batches_left"].assign(left)
 
     def clear_halt(self) -> None:
         """Forget a halt (a new `run()`); updates apply again."""
@@ -133,8 +147,7 @@ class GradientPipeline:
 
     def starts_update(self) -> Any:
         """Whether the next micro-batch is the first of an update (read before its step)."""
-        micro_steps = self._state()["micro_steps"]
-        return ops.equal(micro_steps % self.accumulation_steps, 0)
+        return ops.equal(self._state()["window"], 0)
 
     def halted_at(self) -> Any:
         """The update whose gradients halted training (0: none), as a tensor of the step."""
@@ -201,17 +214,25 @@ class GradientPipeline:
             if grad is not None:
                 total.assign_add(ops.cast(grad, total.dtype))
         state["micro_steps"].assign_add(1)
+        window = state["window"]
+        window.assign_add(1)
+        left = state["batches_left"]
+        left.assign(ops.where(ops.greater(left, 0), left - 1, left))  # -1 stays: unknown
 
         def update() -> None:
+            count = ops.cast(window, "float32")
             mean = [
-                None if g is None else ops.divide(total, k)
+                None if g is None else ops.divide(total, ops.cast(count, total.dtype))
                 for g, total in zip(grads, sums, strict=True)
             ]
             self._guarded(original, mean, variables)
             for total in sums:
                 total.assign(ops.zeros_like(total))
+            window.assign(0)
 
-        ops.cond(ops.equal(state["micro_steps"] % k, 0), update, lambda: None)
+        # k micro-batches make an update; the epoch's last one ends a shorter window.
+        due = ops.logical_or(ops.greater_equal(window, k), ops.equal(left, 0))
+        ops.cond(due, update, lambda: None)
 
     def _guarded(self, original: Any, grads: list[Any], variables: list[Any]) -> None:
         if not self.measure:
@@ -261,7 +282,10 @@ class GradientPipeline:
     def restore(self, state: Mapping[str, Any]) -> None:
         self.build()
         for name, variable in self._state().items():
-            variable.assign(state[name])
+            if name in state:  # a checkpoint from before `window` (saved at an update's end)
+                variable.assign(state[name])
+            elif name == "window":
+                variable.assign(0)
         for total, value in zip(self._accumulators, state["accumulated"], strict=True):
             total.assign(value)
 

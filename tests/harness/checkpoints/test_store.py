@@ -236,6 +236,38 @@ def test_the_loop_saves_at_update_boundaries_and_on_a_stop_and_resumes_exactly(
         assert (final.epoch, final.batch, final.step, final.epoch_end) == (3, 0, 15, True)
 
 
+@pytest.mark.usefixtures("deterministic_ops")
+@pytest.mark.parametrize("engine", ["fit", "custom"])
+def test_an_epoch_k_does_not_divide_resumes_exactly_from_a_stop(
+    engine: str, tmp_path: Path
+) -> None:
+    """10 batches an epoch with k=3: updates of 3, 3, 3 and 1 micro-batches, 4 an epoch."""
+    from harness import TrainingInterrupted
+    from harness.checkpoints import Checkpointing
+    from tests.harness.problems import weights
+    from tests.harness.state_problem import EPOCHS, build_loop
+
+    uninterrupted = build_loop(engine, accumulation_steps=3)
+    expected_history = uninterrupted.run().history
+    expected = weights(uninterrupted.model)
+    assert int(uninterrupted.model.optimizer.iterations) == 4 * EPOCHS
+
+    store = CheckpointStore(tmp_path, keep_last=10)
+    policy = Checkpointing(store, every_n_epochs=1, metadata={"run_id": "r1"})
+    # A stop after the 8th batch of epoch 1 waits for the update boundary: its 9th.
+    loop = build_loop(engine, stop_at=(1, 7), accumulation_steps=3, checkpointing=policy)
+    with pytest.raises(TrainingInterrupted):
+        loop.run()
+    last = store.checkpoints()[-1]
+    assert (last.epoch, last.batch, last.step) == (1, 9, 4 + 3)
+    fresh = build_loop(engine, accumulation_steps=3, checkpointing=policy)
+    fresh.restore_state(store.load(last.path)[1])
+    history = fresh.run().history
+    for got, want in zip(weights(fresh.model), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert history == expected_history
+
+
 class _SlowSteps(keras.callbacks.Callback):
     """Steps slower than a checkpoint write: the writer's outcome is known by the next one."""
 

@@ -87,6 +87,37 @@ def test_four_micro_batches_of_8_update_as_one_batch_of_32(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_an_epoch_that_k_does_not_divide_ends_with_a_shorter_update(engine: str) -> None:
+    """7 micro-batches of 8 with k=2 (windows of 2, 2, 2, 1) update as batches of 16 whose
+    last holds 8: the short window applies the mean of the micro-batches it has."""
+    x, y = digits(56)
+    runs = {}
+    for batch_size, k in ((16, 1), (8, 2)):
+        model = _model(optimizer=_decaying_adam())
+        sink = InMemorySink()
+        data = prepare_data((x, y), batch_size=batch_size, shuffle=False)
+        train(
+            model,
+            data,
+            engine=engine,
+            epochs=3,
+            gradients=GradientPipeline(model, accumulation_steps=k),
+            callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
+        )
+        runs[k] = (model, sink)
+    (one, one_sink), (acc, acc_sink) = runs[1], runs[2]
+    assert int(acc.optimizer.iterations) == int(one.optimizer.iterations) == 12  # 4 an epoch
+    for got, want in zip(weights(acc), weights(one), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert _values(acc_sink, "step/learning_rate") == _values(one_sink, "step/learning_rate")
+    for key in ("step/batch_loss", "step/batch_accuracy", "step/grad_norm"):
+        assert sorted(_values(acc_sink, key)) == list(range(1, 13))
+        np.testing.assert_allclose(
+            list(_values(acc_sink, key).values()), list(_values(one_sink, key).values()), rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_grad_norm_is_logged_before_clipping_and_the_update_is_clipped(engine: str) -> None:
     x, y = digits(32)
     model = _model(optimizer=keras.optimizers.SGD(1.0, global_clipnorm=0.01))
