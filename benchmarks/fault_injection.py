@@ -278,7 +278,7 @@ def _what_resume_said(out: str) -> str:
             return "from step " + line.split(" at optimizer step ")[1].split()[0]
         if "from the beginning" in line:
             return "from the beginning"
-        if "nothing to resume" in line:
+        if "nothing left to train" in line:
             return "finished, nothing to resume"
     return "?"
 

@@ -14,18 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from experiments import quiet
 from experiments.errors import TrainingFailed, UsageError
 
 if TYPE_CHECKING:
     from experiments.config.schema import ExperimentConfig
     from experiments.run.run import RunResult
 
-# TensorFlow's C++ log lines (start-up chatter, and `E0000 ... NodeDef mentions attribute`
-# when a tf.data graph is rewritten) would bury our one-line messages: hidden by default;
-# `--verbose` or a TF_CPP_MIN_LOG_LEVEL the user set brings them back. Errors still reach the
-# user as Python exceptions with TensorFlow's message.
-_USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # MLflow's HTTP client retries 7 times with back-off up to 2 minutes per request; our sinks
 # retry on top of that, so a wrong --tracking-uri would take many minutes to report. A small
 # budget per request keeps failures prompt; set these variables to override.
@@ -77,11 +72,22 @@ def run(
             help="Continue this run from its latest checkpoint (CONFIG must be its config).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything a run would (config, data, model, loss, directories, "
+            "tracking store) and stop before creating the run.",
+        ),
+    ] = False,
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
     from experiments.config.loader import load_config
 
     loaded = load_config(config, overrides or [])
+    if dry_run:
+        _dry_run(loaded, tracking_uri, verbose=verbose)
+        return
     flags = (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
         ["--verbose"] if verbose else []
     )
@@ -102,7 +108,9 @@ def run(
 
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The MLflow run id to continue.")],
+    run_id: Annotated[
+        str, typer.Argument(help="The MLflow run id to continue (or a unique prefix of it).")
+    ],
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="Dotted key=value changes that are safe, e.g. trainer.epochs=20."),
@@ -116,6 +124,33 @@ def resume(
     _resume(run_id, overrides or [], tracking_uri, verbose=verbose)
 
 
+def _dry_run(config: ExperimentConfig, tracking_uri: str | None, *, verbose: bool) -> None:
+    from experiments.tracking_setup import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
+    check_reachable(uri, doing="cannot start an MLflow run at")
+    _import_tensorflow_quietly(verbose=verbose)
+    from experiments.run.checkpoints import check_writable
+    from experiments.run.prepare import prepare
+    from experiments.tracking_setup import tracking_store
+    from tracking.mlflow.store import sqlite_path
+
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():  # created by the first run
+        check_writable(database.parent, key="--tracking-uri", example="sqlite:///mlflow.db")
+    else:
+        tracking_store(uri, create=False)  # opens it: a half-migrated store is reported
+    prepared = prepare(config)
+    plan = prepared.plan
+    weights = prepared.parameter_counts.get("trainable_params")
+    typer.echo(
+        f"dry run: the config is valid and the run can start: model {config.model.name}"
+        + (f" ({weights:,} trainable weights)" if weights is not None else "")
+        + f", {plan.epochs} epochs of {plan.batches_per_epoch or '?'} batches, tracked at "
+        f"{uri}. No run was created"
+    )
+
+
 def _resume(
     run_id: str,
     overrides: list[str],
@@ -126,17 +161,19 @@ def _resume(
 ) -> None:
     from experiments.run.resume import find_resume_point
     from experiments.tracking_setup import resolve_tracking_uri
+    from experiments.ui.run_ids import resolve_run_id
 
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
+    run_id = resolve_run_id(uri, run_id)
+    _import_tensorflow_quietly(verbose=verbose)  # reading the checkpoint imports it
     loaded, point = find_resume_point(run_id, uri, overrides, config)
     if point.finished:
-        epochs = loaded.trainer.epochs
         typer.echo(
-            f"run {run_id} has finished its {epochs} epochs: nothing to resume. To train it "
-            f"longer: harness resume {run_id} trainer.epochs=N (N > {epochs})"
+            f"run {run_id} has trained {point.epoch} epochs (trainer.epochs="
+            f"{loaded.trainer.epochs}): nothing left to train, nothing changed. To train it "
+            f"longer: harness resume {run_id} trainer.epochs=N (N > {point.epoch})"
         )
         return
-    _import_tensorflow_quietly(verbose=verbose)
     from experiments.run.run import run_experiment
 
     if point.state is None:
@@ -151,14 +188,22 @@ def _resume(
 
 
 def _report(result: RunResult) -> None:
-    final = {k: round(v[-1], 4) for k, v in result.history.items() if v}
-    typer.echo(f"run {result.run_id} finished: {final}")
+    from experiments.ui.hints import line
+    from experiments.ui.text_table import terminal_width
+    from harness.callbacks.progress import fit_logs
+
+    final = {k: v[-1] for k, v in result.history.items() if v}
+    head = f"run {result.run_id[:8]} finished:"
+    typer.echo(f"{head} {fit_logs(final, (terminal_width() or 200) - len(head) - 1)}")
     serving = "" if result.tracking_uri.startswith("http") else " (after harness ui)"
+    uri = ["--tracking-uri", result.tracking_uri]
     typer.echo(f"  this run:    {result.run_url}{serving}")
     typer.echo(f"  all runs:    {result.runs_view_url}")
-    typer.echo(f"  MLflow UI:   harness ui --tracking-uri {result.tracking_uri}")
-    typer.echo(f"  TensorBoard: tensorboard --logdir {result.tensorboard_dir.parent}")
-    typer.echo(f"  runs table:  harness runs --tracking-uri {result.tracking_uri}")
+    typer.echo(f"  MLflow UI:   {line('harness', 'ui', *uri)}")
+    typer.echo(
+        f"  TensorBoard: {line('tensorboard', '--logdir', str(result.tensorboard_dir.parent))}"
+    )
+    typer.echo(f"  runs table:  {line('harness', 'runs', *uri)}")
 
 
 @app.command()
@@ -173,13 +218,17 @@ def ui(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the runs view in a web browser.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Show the server's own log (a line per request)."),
+    ] = False,
 ) -> None:
     """Serve the MLflow UI on the same store `harness run` writes to; print the runs view."""
     from experiments.tracking_setup import resolve_tracking_uri
     from experiments.ui.server import serve_ui
 
     uri = resolve_tracking_uri(tracking_uri, None)
-    serve_ui(uri, host=host, port=port, workers=workers, open_browser=open_browser)
+    serve_ui(uri, host=host, port=port, workers=workers, open_browser=open_browser, verbose=verbose)
 
 
 @app.command()
@@ -207,6 +256,14 @@ def search(
         ),
     ] = None,
     tracking_uri: TrackingUri = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check the search and its base config (space, devices, storage, tracking, "
+            "data, model) and stop before creating a study or a run.",
+        ),
+    ] = False,
 ) -> None:
     """Run an Optuna search over CONFIG's search: space, one trial process per slot."""
     from experiments.config.loader import load_config
@@ -221,12 +278,14 @@ def search(
         storage=storage,
         tracking_uri=tracking_uri,
         echo=typer.echo,
+        dry_run=dry_run,
     )
-    typer.echo(f"study '{result.study}': {result.counts_text}; parent run {result.parent_run_id}")
-    if result.best is not None:
-        typer.echo(
-            f"  best: trial {result.best['number']} {result.best['values']} {result.best['params']}"
-        )
+    if result is None:  # a dry run: it said what it checked
+        return
+    from experiments.search.summary import summary_lines
+
+    for line in summary_lines(result):
+        typer.echo(line)
 
 
 @app.command()
@@ -255,72 +314,121 @@ def worker(
 
 
 @app.command()
+def compare(
+    run_ids: Annotated[
+        list[str], typer.Argument(metavar="RUN RUN [RUN ...]", help="Run ids or unique prefixes.")
+    ],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """The params that differ and the final metrics of runs side by side, the best marked."""
+    from experiments.tracking_setup import resolve_tracking_uri
+    from experiments.ui.compare import compare_runs
+
+    compare_runs(resolve_tracking_uri(tracking_uri, None), run_ids, echo=typer.echo)
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[str, typer.Argument(help="Path of the experiment's YAML config.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted key=value overrides, e.g. trainer.epochs=1."),
+    ] = None,
+) -> None:
+    """Print CONFIG resolved: the overrides applied and every default filled in."""
+    from experiments.config.loader import load_config
+    from experiments.config.reference import resolved_yaml
+
+    typer.echo(resolved_yaml(load_config(config, overrides or [])), nl=False)
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Write it to FILE (default: print it)."),
+    ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="The config reference as Markdown (docs/config.md)."),
+    ] = False,
+) -> None:
+    """The JSON Schema of experiment configs, each key with its description (for editors)."""
+    from experiments.config.reference import reference_markdown, schema_json
+
+    text = reference_markdown() if markdown else schema_json()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as error:
+        raise UsageError(
+            f"--output '{output}': cannot write the schema there ({error.strerror}). Pick a "
+            "writable path"
+        ) from None
+    typer.echo(f"wrote the config schema to {output}")
+
+
+@app.command()
 def runs(
     experiment: Annotated[
         str | None, typer.Option(help="Only this experiment (default: all).")
     ] = None,
     tracking_uri: TrackingUri = None,
     limit: Annotated[int, typer.Option(help="Most recent N runs.", min=1)] = 20,
-    csv: Annotated[str | None, typer.Option(help="Also write the table to this CSV file.")] = None,
     study: Annotated[
         str | None, typer.Option(help="The trials of this search study, best first.")
     ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY",
+            help="Sort by this column (default: the main metric, best first).",
+        ),
+    ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column, even wider than the terminal.")
+    ] = False,
+    csv: Annotated[
+        bool, typer.Option("--csv", help="Print every column as CSV (full ids and values).")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print every column as JSON (full ids and values).")
+    ] = False,
 ) -> None:
-    """A table of recent runs with their main params and final metrics."""
+    """A table of recent runs, best first: the quality metrics and the params that differ."""
     from experiments.tracking_setup import resolve_tracking_uri
-    from experiments.ui.runs_table import (
-        orphaned,
-        print_columns,
-        print_table,
-        runs_frame,
-        study_frame,
-    )
+    from experiments.ui import runs_table as table
+    from experiments.ui.hints import line
 
+    if csv and json_:
+        raise UsageError("harness runs: --csv and --json both given; pick one")
     uri = resolve_tracking_uri(tracking_uri, None)
-    if study is not None:
-        frame = study_frame(uri, study)
-        print_columns(frame)
-    else:
-        frame = runs_frame(uri, experiment, limit=limit)
-        print_table(frame)
-        for run_id in orphaned(frame):  # killed: nobody could mark it, and it can go on
-            typer.echo(f"run {run_id} stopped without ending; continue it with:")
-            typer.echo(f"  harness resume {run_id} --tracking-uri {uri}")
+    frame = (
+        table.study_frame(uri, study)
+        if study is not None
+        else table.runs_frame(uri, experiment, limit=limit)
+    )
+    if sort is not None and not frame.empty:
+        frame = table.sort_by(frame, sort)
     if csv:
-        frame.to_csv(csv, index=False)
-        typer.echo(f"wrote {len(frame)} runs to {csv}")
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    if json_:
+        typer.echo(table.to_json(frame))
+        return
+    if study is not None:
+        table.print_study(frame, wide=wide, echo=typer.echo)
+        return
+    table.print_runs(frame, wide=wide, echo=typer.echo)
+    for run_id in table.orphaned(frame):  # killed: nobody could mark it, and it can go on
+        typer.echo(f"run {run_id[:8]} stopped without ending; continue it with:")
+        typer.echo(f"  {line('harness', 'resume', run_id[:8], '--tracking-uri', uri)}")
 
 
 def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
-    """Import TensorFlow and let it find its devices with file descriptor 2 silenced.
-
-    TF 2.21 writes absl start-up lines ("oneDNN custom operations are on", "Could not find
-    cuda drivers") to fd 2 on import, and `E0000 ... cuInit` when it first looks for GPUs,
-    before any log level applies, burying one-line error messages. Only those two moments are
-    silenced; a failing import still raises normally. `verbose`, or a `TF_CPP_MIN_LOG_LEVEL`
-    the user set, keeps them.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    if verbose or _USER_TF_LOG_LEVEL is not None:
-        if _USER_TF_LOG_LEVEL is None:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-        import tensorflow  # noqa: F401
-
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # the GPU platform's start-up lines, now
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    quiet.import_tensorflow_quietly(verbose=verbose)
 
 
 _OURS = tuple(
@@ -352,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
+    if verbose:
+        quiet.be_verbose()
     try:
         status = command.main(args=argv, prog_name="harness", standalone_mode=False)
     except UsageError as error:

@@ -117,7 +117,7 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
         "harness.python_version": platform.python_version(),
         "harness.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
         **process_tags(),
-        "mlflow.user": _user(),
+        "mlflow.user": user_name(),
         "mlflow.source.type": "LOCAL",
     }
     if config_path:
@@ -129,7 +129,8 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
     return tags
 
 
-def _user() -> str:
+def user_name() -> str:
+    """Who runs this (MLflow's `mlflow.user`)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for this uid (some containers)

@@ -22,20 +22,42 @@ MAX_COUNT = 10**9  # epochs, steps: beyond any run, within what a schedule can c
 
 class ModelSection(_Section):
     name: str = Field(description="registry name (mlp, cnn, ...) or import path pkg.mod:fn")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of the model factory, e.g. {hidden_units: [128, 64]}",
+    )
 
 
 class DataSection(_Section):
     name: str = Field(description="registry name (digits, ...) or import path pkg.mod:fn")
-    params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(32, ge=1)
-    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
-    shuffle: bool = True
-    drop_remainder: bool = False
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the data factory"
+    )
+    batch_size: int = Field(
+        32,
+        ge=1,
+        description="examples per batch (the global batch under trainer.distribute: mirrored)",
+    )
+    validation_split: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="the last fraction of the arrays held out for validation, as Keras splits",
+    )
+    shuffle: bool = Field(
+        True,
+        description="reshuffle arrays (and a PyDataset's batch order) every epoch, seeded by "
+        "trainer.seed",
+    )
+    drop_remainder: bool = Field(False, description="drop the last partial batch of an epoch")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="linear: rates times batch_size / reference_batch_size"
     )
-    reference_batch_size: int | None = Field(None, ge=1)
+    reference_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="the batch size the learning rates were set for; needed by lr_scaling linear",
+    )
 
     @model_validator(mode="after")
     def _reference_for_scaling(self) -> DataSection:
@@ -59,9 +81,15 @@ CLIPPING_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 class OptimizerSection(_Section):
-    name: str = "adam"
-    learning_rate: float = Field(1e-3, gt=0.0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(
+        "adam", description="any keras.optimizers name (adam, adamw, sgd, ...) or import path"
+    )
+    learning_rate: float = Field(
+        1e-3, gt=0.0, description="the base rate; a schedule starts from it"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the optimizer's own arguments (beta_1, momentum, ...)"
+    )
     weight_decay: float | None = Field(None, ge=0.0, description="decoupled, times the rate")
     weight_decay_exclude: list[str] | None = Field(
         None, description="glob patterns of weight paths; default: biases, normalization"
@@ -111,21 +139,44 @@ SCHEDULE_SETTINGS: dict[str, tuple[str, ...]] = {
 class ScheduleSection(_Section):
     """The learning-rate schedule; the base rate is `optimizer.learning_rate`."""
 
-    name: ScheduleName = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    warmup_start: float = Field(0.0, ge=0.0)
-    factor: float | None = Field(None, gt=0.0)
-    every_epochs: int | None = Field(None, ge=1)
-    every_steps: int | None = Field(None, ge=1)
-    decay_rate: float | None = Field(None, gt=0.0)
-    decay_steps: int | None = Field(None, ge=1)
-    decay: float | None = Field(None, ge=0.0)
-    alpha: float | None = Field(None, ge=0.0, le=1.0)
-    restarts: bool | None = None
-    power: float | None = Field(None, gt=0.0)
-    end_learning_rate: float | None = Field(None, ge=0.0)
-    boundaries: list[int] | None = None
-    values: list[float] | None = None
+    name: ScheduleName = Field(
+        "constant",
+        description="constant, step, exponential, time_decay, cosine, polynomial or piecewise; "
+        "counted in optimizer updates",
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="linear warm-up from warmup_start to the base rate, any schedule"
+    )
+    warmup_start: float = Field(0.0, ge=0.0, description="the rate the warm-up starts from")
+    factor: float | None = Field(
+        None, gt=0.0, description="step: the rate times factor every every_epochs or every_steps"
+    )
+    every_epochs: int | None = Field(None, ge=1, description="step: epochs between steps down")
+    every_steps: int | None = Field(
+        None, ge=1, description="step: optimizer updates between steps down"
+    )
+    decay_rate: float | None = Field(
+        None, gt=0.0, description="exponential: the rate times decay_rate every decay_steps"
+    )
+    decay_steps: int | None = Field(
+        None,
+        ge=1,
+        description="exponential, cosine, polynomial: updates of the decay (cosine: default the "
+        "rest of the run)",
+    )
+    decay: float | None = Field(None, ge=0.0, description="time_decay: lr / (1 + decay * t)")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="cosine: decays to alpha * lr")
+    restarts: bool | None = Field(None, description="cosine: restart every decay_steps")
+    power: float | None = Field(None, gt=0.0, description="polynomial: the power of the decay")
+    end_learning_rate: float | None = Field(
+        None, ge=0.0, description="polynomial: the rate it ends at"
+    )
+    boundaries: list[int] | None = Field(
+        None, description="piecewise: the updates where the rate changes"
+    )
+    values: list[float] | None = Field(
+        None, description="piecewise: the rates, one more than boundaries"
+    )
 
     @model_validator(mode="after")
     def _settings_of_this_schedule(self) -> ScheduleSection:
@@ -162,41 +213,82 @@ class ScheduleSection(_Section):
 class PlateauSection(_Section):
     """Lower the rate (a multiplier on the schedule) when `monitor` stops improving."""
 
-    monitor: str = "val_loss"
-    factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: int = Field(10, ge=0)
-    cooldown: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0.0)
-    min_delta: float = Field(1e-4, ge=0.0)
-    mode: Literal["auto", "min", "max"] = "auto"
+    monitor: str = Field("val_loss", description="the epoch metric watched")
+    factor: float = Field(
+        0.1, gt=0.0, lt=1.0, description="the multiplier is times factor on a stall"
+    )
+    patience: int = Field(10, ge=0, description="epochs without improvement before lowering")
+    cooldown: int = Field(0, ge=0, description="epochs to wait after lowering")
+    min_lr: float = Field(0.0, ge=0.0, description="the rate never goes below")
+    min_delta: float = Field(
+        1e-4, ge=0.0, description="the least change that counts as improvement"
+    )
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="auto (from the metric's name), min or max"
+    )
 
 
 class EmaSection(_Section):
     """An exponential moving average of the weights, evaluated and snapshotted."""
 
-    decay: float = Field(0.999, gt=0.0, lt=1.0)
-    warmup: bool = True
-    every_n_steps: int = Field(1, ge=1)
-    start_step: int = Field(0, ge=0)
-    include_non_trainable: bool = True
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="the average's decay per update")
+    warmup: bool = Field(True, description="use min(decay, (1+n)/(10+n)) early on")
+    every_n_steps: int = Field(1, ge=1, description="optimizer updates between average updates")
+    start_step: int = Field(0, ge=0, description="the update from which the average runs")
+    include_non_trainable: bool = Field(
+        True, description="average the non-trainable weights (batch-norm statistics) too"
+    )
     snapshot_every_n_epochs: int | None = Field(None, ge=1, description="default: at the end")
 
 
 class TrainerSection(_Section):
-    engine: Literal["fit", "custom"] = "fit"
-    epochs: int = Field(1, ge=1, le=MAX_COUNT)
-    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_COUNT)
-    validation_steps: int | None = Field(None, ge=1, le=MAX_COUNT)
-    steps_per_execution: int = Field(1, ge=1)
-    jit_compile: bool = False
+    engine: Literal["fit", "custom"] = Field(
+        "fit",
+        description="fit: the model's own train_step through Keras; custom: our GradientTape step",
+    )
+    epochs: int = Field(
+        1, ge=1, le=MAX_COUNT, description="epochs in all (a resumed run's included)"
+    )
+    steps_per_epoch: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="batches per epoch; required for endless generators"
+    )
+    validation_steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="validation batches per evaluation (default: the whole set)",
+    )
+    steps_per_execution: int = Field(
+        1,
+        ge=1,
+        description="batches per compiled call, both engines (steps_per_epoch must be a multiple)",
+    )
+    jit_compile: bool = Field(False, description="compile the step with XLA, both engines")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="NumPy's seeds are 32-bit")
-    deterministic: bool = False
-    log_every_n_steps: int = Field(10, ge=1)
-    progress: Literal["auto", "bar", "lines", "none"] = "auto"
-    accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer update")
-    on_nan: Literal["raise", "stop", "skip_step"] = "raise"
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    distribute: Literal["none", "mirrored"] = "none"
+    deterministic: bool = Field(
+        False, description="TensorFlow op determinism: the same seed gives the same losses"
+    )
+    log_every_n_steps: int = Field(
+        10, ge=1, description="optimizer updates between logged step/* points"
+    )
+    progress: Literal["auto", "bar", "lines", "none"] = Field(
+        "auto", description="auto (a bar in a terminal, plain lines otherwise), bar, lines or none"
+    )
+    accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="micro-batches per optimizer update; an epoch they do not divide ends "
+        "with a shorter one",
+    )
+    on_nan: Literal["raise", "stop", "skip_step"] = Field(
+        "raise", description="what a NaN or Inf gradient does: raise, stop, or skip_step"
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="float32, mixed_float16 (dynamic loss scaling) or mixed_bfloat16"
+    )
+    distribute: Literal["none", "mirrored"] = Field(
+        "none", description="none, or mirrored: tf.distribute.MirroredStrategy over trainer.devices"
+    )
     devices: list[str] | None = Field(None, min_length=1, description="e.g. [GPU:0, GPU:1]")
 
     @model_validator(mode="after")
@@ -210,10 +302,6 @@ class TrainerSection(_Section):
                 f"trainer.steps_per_execution ({per_call}); e.g. set steps_per_epoch="
                 f"{(spe // per_call + 1) * per_call}"
             )
-        if spe is not None and spe % self.accumulation_steps:
-            raise ValueError(
-                accumulation_mismatch(spe, self.accumulation_steps, "trainer.steps_per_epoch")
-            )
         if self.devices is not None and self.distribute == "none":
             raise ValueError(
                 f"trainer.devices ({', '.join(self.devices)}) picks the devices of "
@@ -223,19 +311,12 @@ class TrainerSection(_Section):
         return self
 
 
-def accumulation_mismatch(batches: int, k: int, source: str) -> str:
-    """The line for an epoch that does not split into whole accumulated updates."""
-    return (
-        f"trainer.accumulation_steps ({k}) must divide the epoch's {batches} batches (from "
-        f"{source}), or an update would mix two epochs' batches: set "
-        f"trainer.steps_per_epoch={max(batches // k, 1) * k} or another accumulation_steps"
-    )
-
-
 class FinetuneSection(_Section):
     """Freeze layers (glob patterns on names), unfreeze them later, per-layer rates."""
 
-    freeze: list[str] = Field(default_factory=list)
+    freeze: list[str] = Field(
+        default_factory=list, description='glob patterns of layer names not trained, e.g. ["conv*"]'
+    )
     unfreeze_at_epoch: int | None = Field(None, ge=2, description="counted from 1")
     layer_lr: dict[str, float] = Field(default_factory=dict, description="pattern: multiplier")
 
@@ -252,20 +333,28 @@ class FinetuneSection(_Section):
 class NamedSpec(_Section):
     """A loss or metric with arguments: a Keras name or import path, and its `params`."""
 
-    name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, description="a Keras name or import path")
+    params: dict[str, Any] = Field(default_factory=dict, description="its arguments")
 
 
 class CallbackSpec(_Section):
     class_path: str = Field(description="import path of a keras.callbacks.Callback subclass")
-    init_args: dict[str, Any] = Field(default_factory=dict)
+    init_args: dict[str, Any] = Field(
+        default_factory=dict, description="the callback's keyword arguments"
+    )
 
 
 class TrackingSection(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///mlflow.db")
-    experiment: str = Field("default", min_length=1)
-    run_name: str | None = None
-    tensorboard_dir: str = "runs"
+    experiment: str = Field(
+        "default", min_length=1, description="the MLflow experiment (created when new)"
+    )
+    run_name: str | None = Field(
+        None, description="the MLflow run's name (MLflow picks one when null)"
+    )
+    tensorboard_dir: str = Field(
+        "runs", description="TensorBoard files go to <dir>/<experiment>/<run_id>"
+    )
     system_metrics_every_s: float = Field(
         10.0, ge=0.0, description="CPU, memory, disk, network, GPU sampling; 0 turns it off"
     )
@@ -285,16 +374,18 @@ class CheckpointSection(_Section):
         description="{experiment} and {run_id} are filled in; one run's checkpoints only",
     )
     every_n_steps: int | None = Field(None, ge=1, description="optimizer updates")
-    every_n_epochs: int | None = Field(1, ge=1)
-    every_n_minutes: float | None = Field(None, gt=0)
-    keep_last: int = Field(2, ge=1)
+    every_n_epochs: int | None = Field(1, ge=1, description="epochs between saves")
+    every_n_minutes: float | None = Field(None, gt=0, description="minutes between saves")
+    keep_last: int = Field(2, ge=1, description="the most recent checkpoints kept")
     keep_best: int = Field(0, ge=0, description="the best by monitor, kept besides the last")
     monitor: str | None = Field(
         None,
         description="an epoch metric, e.g. val_loss: the best checkpoint by it is kept and "
         "exported as best_model",
     )
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] = Field(
+        "min", description="min or max: which way monitor is better"
+    )
     keep_every_n_epochs: int | None = Field(None, ge=1, description="kept permanently")
     mirror_to_mlflow: bool = Field(
         False, description="upload each checkpoint as artifacts checkpoint/latest/"
@@ -322,19 +413,43 @@ class CheckpointSection(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment: what to train, on what, how, and where it is tracked."""
 
-    model: ModelSection
-    data: DataSection
-    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
-    schedule: ScheduleSection | None = None
-    plateau: PlateauSection | None = None
-    ema: EmaSection | None = None
-    finetune: FinetuneSection | None = None
-    loss: str | NamedSpec
-    metrics: list[str | NamedSpec] = Field(default_factory=list)
-    trainer: TrainerSection = Field(default_factory=TrainerSection)
-    callbacks: list[CallbackSpec] = Field(default_factory=list)
-    tracking: TrackingSection = Field(default_factory=TrackingSection)
-    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    model: ModelSection = Field(description="what to train")
+    data: DataSection = Field(description="what to train on")
+    optimizer: OptimizerSection = Field(
+        default_factory=OptimizerSection, description="how the weights are updated"
+    )
+    schedule: ScheduleSection | None = Field(
+        None, description="the learning rate of each update (optional)"
+    )
+    plateau: PlateauSection | None = Field(
+        None, description="a multiplier on the rate, lowered when a metric stalls (optional)"
+    )
+    ema: EmaSection | None = Field(
+        None,
+        description="an exponential moving average of the weights, evaluated as val_ema_* "
+        "(optional)",
+    )
+    finetune: FinetuneSection | None = Field(
+        None, description="freeze, unfreeze and scale layers by name (optional)"
+    )
+    loss: str | NamedSpec = Field(
+        description="a Keras name or import path, or {name: ..., params: {...}}"
+    )
+    metrics: list[str | NamedSpec] = Field(
+        default_factory=list,
+        description="Keras names or import paths, or {name: ..., params: {...}}",
+    )
+    trainer: TrainerSection = Field(default_factory=TrainerSection, description="how training runs")
+    callbacks: list[CallbackSpec] = Field(
+        default_factory=list, description="any Keras callbacks, by import path, in either engine"
+    )
+    tracking: TrackingSection = Field(
+        default_factory=TrackingSection, description="where the run is tracked"
+    )
+    checkpoint: CheckpointSection = Field(
+        default_factory=CheckpointSection,
+        description="when the run's whole state is saved, and what is kept",
+    )
     search: SearchSection | None = Field(None, description="what `harness search` explores")
 
 
@@ -344,7 +459,8 @@ _PARAM_KEY = re.compile(r"[\w\-. :/]+")  # what MLflow allows in a param's name
 def flatten(config: ExperimentConfig) -> dict[str, str]:
     """Dotted `section.key` params for MLflow, e.g. `{"optimizer.learning_rate": "0.001"}`.
 
-    Null values and empty mappings are left out (MLflow would show "None", "{}"); the loss is
+    Null values, empty mappings and empty lists are left out (MLflow would show "None", "{}",
+    "[]", and the UI's compare view would plot them first); the loss is
     `loss.name`, so it cannot be mistaken for the `loss` metric beside it.
     """
     flat: dict[str, str] = {}
@@ -359,7 +475,7 @@ def flatten(config: ExperimentConfig) -> dict[str, str]:
         elif isinstance(value, list) and value and any(isinstance(v, dict) for v in value):
             for index, item in enumerate(value):
                 walk(f"{prefix}.{index}", item)
-        elif value is not None and value != {}:
+        elif value is not None and value != {} and value != []:
             flat[prefix] = str(value)
 
     dumped = redact_all(config.model_dump(mode="json"))  # no password of a URL

@@ -34,11 +34,15 @@ class _Strict(BaseModel):
 class Param(_Strict):
     """One config path's distribution: exactly one of `float`, `int`, `categorical`."""
 
-    float_: tuple[float, float] | None = Field(None, alias="float")
-    int_: tuple[int, int] | None = Field(None, alias="int")
-    categorical: list[Any] | None = None
-    log: bool = False
-    step: float | None = Field(None, gt=0)
+    float_: tuple[float, float] | None = Field(
+        None, alias="float", description="[low, high]: a float between them"
+    )
+    int_: tuple[int, int] | None = Field(
+        None, alias="int", description="[low, high]: an integer between them"
+    )
+    categorical: list[Any] | None = Field(None, description="the choices")
+    log: bool = Field(False, description="sample on a log scale")
+    step: float | None = Field(None, gt=0, description="the grid's step")
     when: dict[str, Any] = Field(
         default_factory=dict, description="suggested only when these paths have these values"
     )
@@ -75,7 +79,9 @@ class Param(_Strict):
 
 
 class PrunerSpec(_Strict):
-    name: Literal["none", "median", "asha", "hyperband"] = "none"
+    name: Literal["none", "median", "asha", "hyperband"] = Field(
+        "none", description="none, median, asha or hyperband"
+    )
     patience: int | None = Field(None, ge=0, description="epochs without improvement tolerated")
     params: dict[str, Any] = Field(default_factory=dict, description="the Optuna pruner's own")
 
@@ -84,15 +90,26 @@ class SearchSection(_Strict):
     """An Optuna study over this experiment; `harness search CONFIG` runs it."""
 
     metric: str | list[str] = Field("val_loss", description="an epoch-level key, or two")
-    direction: Direction | list[Direction] = "minimize"
-    n_trials: int | None = Field(None, ge=1)
-    timeout_minutes: float | None = Field(None, gt=0)
+    direction: Direction | list[Direction] = Field(
+        "minimize", description="minimize or maximize (one per metric)"
+    )
+    n_trials: int | None = Field(None, ge=1, description="trials in all")
+    timeout_minutes: float | None = Field(
+        None, gt=0, description="stop starting trials after this long"
+    )
     study: str | None = Field(None, description="default: the experiment's name")
-    seed: int | None = None
-    space: dict[str, Param]
-    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2"] = "tpe"
-    sampler_params: dict[str, Any] = Field(default_factory=dict)
-    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    seed: int | None = Field(None, description="the sampler's seed")
+    space: dict[str, Param] = Field(description="config path: its distribution")
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2"] = Field(
+        "tpe", description="tpe, random, cmaes, gp, qmc, grid or nsga2"
+    )
+    sampler_params: dict[str, Any] = Field(
+        default_factory=dict, description="the Optuna sampler's own arguments"
+    )
+    pruner: PrunerSpec = Field(
+        default_factory=PrunerSpec,
+        description="stops bad trials early: a name, or {name, patience, params}",
+    )
     retries: int = Field(1, ge=0, description="retries of a trial whose process died")
     register_as: str | None = Field(None, description="default: the study's name")
     heartbeat_s: int = Field(

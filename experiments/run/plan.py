@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.config.schema import ExperimentConfig, accumulation_mismatch
+from experiments.config.schema import ExperimentConfig
 from experiments.errors import UsageError
 
 
@@ -50,7 +50,7 @@ class RunPlan:
         """Optimizer updates per epoch: what schedules, EMA and `step/*` count."""
         if self.batches_per_epoch is None:
             return None
-        return self.batches_per_epoch // self.accumulation_steps
+        return -(-self.batches_per_epoch // self.accumulation_steps)  # a last, shorter window
 
     @property
     def total_updates(self) -> int | None:
@@ -72,8 +72,7 @@ def plan_run(config: ExperimentConfig, train: Any) -> RunPlan:
     metrics are added once the model is compiled (`RunPlan.with_step_metrics`).
 
     Raises:
-        UsageError: a generator without `trainer.steps_per_epoch` (no epoch length), or
-            `trainer.accumulation_steps` that does not divide the data's batches.
+        UsageError: a generator without `trainer.steps_per_epoch` (no epoch length).
     """
     from harness.data import GeneratorSource
 
@@ -84,14 +83,9 @@ def plan_run(config: ExperimentConfig, train: Any) -> RunPlan:
             "trainer.steps_per_epoch (e.g. trainer.steps_per_epoch=100)"
         )
     batches = trainer.steps_per_epoch or getattr(train, "num_batches", None)
-    k = trainer.accumulation_steps
-    # With trainer.steps_per_epoch the schema holds this rule (a search prunes such a trial
-    # before it starts); the data's own length is known only here.
-    if not trainer.steps_per_epoch and batches is not None and batches % k:
-        raise UsageError(accumulation_mismatch(batches, k, "the data"))
     return RunPlan(
         epochs=trainer.epochs,
         batches_per_epoch=batches,
-        accumulation_steps=k,
+        accumulation_steps=trainer.accumulation_steps,
         log_every_n_steps=trainer.log_every_n_steps,
     )

@@ -3,6 +3,7 @@ cannot continue it, and say which settings changed. Everything here runs before 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ class ResumePoint:
     batch: int
     state: dict[str, Any] | None  # None: the run never trained, and starts from the beginning
     changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
-    finished: bool = False  # the run ended FINISHED and nothing changed: nothing to resume
+    finished: bool = False  # nothing to train: it ended FINISHED unchanged, or has trained
+    # its trainer.epochs already; `epoch` then says how many epochs it trained
 
 
 def find_resume_point(
@@ -121,10 +123,15 @@ def find_resume_point(
         )
     local = Path(directory)
     if run.info.status == "FINISHED" and not changed:
-        return config, ResumePoint(run_id, local, 0, 0, 0, None, changed, finished=True)
+        trained = run.data.tags.get("harness.epochs_trained", "")
+        epochs = int(trained) if trained.isdigit() else config.trainer.epochs
+        return config, ResumePoint(run_id, local, 0, epochs, 0, None, changed, finished=True)
     if not local.is_dir() and not never_trained:
         local = _from_mirror(runs, run_id, local, config)
-    return config, _latest_checkpoint(run_id, local, config, changed, never_trained)
+    point = _latest_checkpoint(run_id, local, config, changed, never_trained)
+    if point.state is not None and point.epoch >= config.trainer.epochs:
+        return config, dataclasses.replace(point, finished=True)  # fewer epochs than trained
+    return config, point
 
 
 def _from_mirror(runs: Any, run_id: str, directory: Path, config: ExperimentConfig) -> Path:

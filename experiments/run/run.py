@@ -35,7 +35,7 @@ from experiments.tracking_setup import (
     resolve_tracking_uri,
     run_tags,
 )
-from experiments.ui.compare_view import publish_compare_view
+from experiments.ui.compare_view import main_metric, publish_compare_view
 from experiments.ui.links import VIEW_KEY, run_url, runs_view_url, ui_address
 from harness.checkpoints import CheckpointsFailing
 from harness.checkpoints.plain import NotPlainData
@@ -159,7 +159,8 @@ def run_experiment(
             if started is not None:
                 started(mlflow_sink.run_id)
             history = _train_and_log(prepared, sink, stop, policy, resume, extra_callbacks)
-            view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history)
+            sort = main_metric(history, config.checkpoint.monitor, config.checkpoint.mode)
+            view_saved = publish_compare_view(uri, mlflow_sink.experiment_id, history, sort=sort)
     except (CheckpointsFailing, NonFiniteGradients, NotPlainData, TrainingFailed) as failed:
         with signals_deferred():
             sink.close("FAILED", error=str(failed))
@@ -168,13 +169,19 @@ def run_experiment(
         reason = getattr(interrupted, "reason", "") or "Ctrl-C or SIGTERM"
         with signals_deferred():
             sink.set_tags(getattr(interrupted, "tags", {}))  # e.g. a pruned trial's state
-            sink.close("KILLED", error=f"interrupted ({reason})")
+            # A pruned trial ends FINISHED (its epochs are a result, not a failure).
+            status = getattr(interrupted, "status", "KILLED")
+            sink.close(status, error=None if status == "FINISHED" else f"interrupted ({reason})")
         raise
     except BaseException:
         with signals_deferred():
             sink.close("FAILED", error=traceback.format_exc())
         raise
     with signals_deferred():
+        # Params cannot change on resume: the epochs trained in all (a resumed run's history
+        # holds its earlier epochs too), where the UI shows it.
+        done = max((len(values) for values in history.values()), default=0)
+        sink.set_tags({"harness.epochs_trained": str(done)})
         sink.close("FINISHED")
     address, experiment_id = ui_address(uri), mlflow_sink.experiment_id
     return RunResult(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.search.slots import Slot
+from experiments.search.slots import DEVICE_ENV, Slot
 from experiments.search.space import apply
 from tracking.owner import owner
 
@@ -133,6 +133,7 @@ class LocalLauncher:
             **os.environ,
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's ids are nvidia-smi's (and NVML's)
             "CUDA_VISIBLE_DEVICES": slot.visible,
+            DEVICE_ENV: slot.name,
             "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # no memory held beyond what the trial uses
             "PYTHONUNBUFFERED": "1",
         }

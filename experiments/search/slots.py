@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from experiments.errors import UsageError
 
+# The slot a trial process runs on (`gpu0`, `gpu0+1`, `cpu1`), set by its launcher and recorded
+# as the run's tag `harness.device`.
+DEVICE_ENV = "HARNESS_DEVICE"
+
 
 @dataclass(frozen=True)
 class Slot:

@@ -24,6 +24,7 @@ from experiments.search.slots import Slot, parse_devices
 from experiments.search.space import apply
 from experiments.search.study import (
     BASE_ATTR,
+    RUN_ATTR,
     SETTINGS_ATTR,
     TARGET_ATTR,
     ask_lock,
@@ -42,7 +43,10 @@ class SearchResult:
     storage: str
     parent_run_id: str
     counts: dict[str, int]
-    best: dict[str, Any] | None  # number, values, params
+    best: dict[str, Any] | None  # number, values, params, run_id
+    metrics: tuple[str, ...] = ()
+    tracking_uri: str = ""
+    experiment_id: str = ""
 
     @property
     def counts_text(self) -> str:
@@ -59,8 +63,13 @@ def run_search(
     storage: str | None = None,
     tracking_uri: str | None = None,
     echo: Callable[[str], None] = print,
-) -> SearchResult:
-    """Run (or continue) the study of `config.search`; `n_trials` more trials when given."""
+    dry_run: bool = False,
+) -> SearchResult | None:
+    """Run (or continue) the study of `config.search`; `n_trials` more trials when given.
+
+    `dry_run`: check everything the search would (the space, sampler, devices, storage,
+    tracking store, and the base config as a trial builds it), say so, and return None
+    before any study or run exists."""
     from experiments.tracking_setup import resolve_tracking_uri, tracking_store
 
     search = _search_section(config)
@@ -76,6 +85,9 @@ def run_search(
             "would never end: set one, e.g. search.n_trials=20 or --n-trials 20"
         )
     storage_url = storage or default_storage(name)
+    if dry_run:
+        _dry_run(config, storage_url, slots, tracking_uri, trials, echo)
+        return None
     opened = open_storage(storage_url, slots=len(slots))
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
     study, existed = create_or_load(opened, name, search)
@@ -133,6 +145,40 @@ def run_worker(
         tracking_store(uri), study, search, experiment=experiment, storage=storage
     )
     return _supervise(study, opened, storage, base, slots, parent, existed=True, echo=echo)
+
+
+def _dry_run(
+    config: ExperimentConfig,
+    storage_url: str,
+    slots: list[Slot],
+    tracking_uri: str | None,
+    trials: int | None,
+    echo: Callable[[str], None],
+) -> None:
+    from experiments.quiet import import_tensorflow_quietly
+    from experiments.run.checkpoints import check_writable
+    from experiments.tracking_setup import check_reachable, resolve_tracking_uri
+    from tracking.mlflow.store import sqlite_path
+
+    if storage_url.startswith("journal://"):
+        journal = Path(storage_url.removeprefix("journal://"))
+        check_writable(journal.parent, key="--storage", example="journal:///tmp/s/journal.log")
+    elif not storage_url.startswith("sqlite"):
+        open_storage(storage_url, slots=len(slots))  # reachable, with its tables
+    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
+    check_reachable(uri, doing="cannot reach the MLflow store at")
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():
+        check_writable(database.parent, key="--tracking-uri", example="sqlite:///mlflow.db")
+    import_tensorflow_quietly()
+    from experiments.run.prepare import prepare
+
+    prepare(config)  # the base config, as each trial builds it with its own values
+    echo(
+        f"dry run: the search can start: {trials if trials is not None else 'unlimited'} "
+        f"trials over {', '.join(s.name for s in slots)}, storage {redact(storage_url)}, "
+        f"tracked at {uri}. No study and no run were created"
+    )
 
 
 def _supervise(
@@ -204,7 +250,14 @@ def _supervise(
         echo(registered)
     parent.close("FINISHED")
     return SearchResult(
-        name, redact(storage_url), parent.run_id, supervisor.counts, _best(study, search)
+        name,
+        redact(storage_url),
+        parent.run_id,
+        supervisor.counts,
+        _best(study, search),
+        metrics=tuple(search.metrics),
+        tracking_uri=parent.runs.tracking_uri,
+        experiment_id=str(parent.runs.get_run(parent.run_id).info.experiment_id),
     )
 
 
@@ -273,4 +326,9 @@ def _best(study: Any, search: SearchSection) -> dict[str, Any] | None:
     if not best:
         return None
     first = best[0]
-    return {"number": first.number, "values": first.values, "params": first.params}
+    return {
+        "number": first.number,
+        "values": first.values,
+        "params": first.params,
+        "run_id": first.user_attrs.get(RUN_ATTR),
+    }

@@ -36,6 +36,7 @@ from experiments.search.recovery import (
 from experiments.search.slots import Slot
 from experiments.search.space import suggest
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
+from experiments.search.summary import params_text, rounded
 from tracking.owner import owner
 
 
@@ -225,7 +226,9 @@ class Supervisor:
             trial.set_user_attr(ERROR_ATTR, f"invalid config: {reason}")
             self._tell(trial, state=optuna.trial.TrialState.PRUNED)
             self.counts["pruned"] += 1
-            self.echo(f"trial {trial.number} pruned: invalid config ({reason}) {values}")
+            self.echo(
+                f"trial {trial.number} pruned: invalid config ({reason}) {params_text(values)}"
+            )
             return
         log = self.brief.folder / f"trial-{trial.number:04d}.log"
         spec = TrialSpec(
@@ -245,7 +248,7 @@ class Supervisor:
         process = self.launcher.launch(spec_file, slot=slot, log=log)
         trial.set_user_attr(PROCESS_ATTR, process.owner)
         self._running[slot.name] = _Running(trial, slot, process, log)
-        self.echo(f"trial {trial.number} started on {slot.name}: {values}")
+        self.echo(f"trial {trial.number} started on {slot.name}: {params_text(values)}")
         self._report()
 
     def _ended(self, running: _Running, code: int) -> None:
@@ -255,13 +258,21 @@ class Supervisor:
         self.counts[outcome.counted_as] += 1
         took = time.monotonic() - running.started
         if outcome is Outcome.COMPLETE:
+            values = ", ".join(
+                f"{metric} {rounded(float(value))}"
+                for metric, value in zip(self.search.metrics, frozen.values or [], strict=False)
+            )
             self.echo(
-                f"trial {number} complete on {where} in {took:.0f} s: "
-                f"{frozen.values}{self._best_text()}"
+                f"trial {number} complete on {where} in {took:.0f} s: {values}{self._best_text()}"
             )
             return
         if outcome is Outcome.PRUNED:
-            self.echo(f"trial {number} pruned on {where} after {took:.0f} s")
+            reported = frozen.intermediate_values
+            at = ""
+            if reported:
+                epoch = max(reported)
+                at = f" at epoch {epoch} ({self.search.metrics[0]} {rounded(reported[epoch])})"
+            self.echo(f"trial {number} pruned on {where} after {took:.0f} s{at}")
             return
         if outcome is Outcome.BAD_INPUT:  # the search stops with its line
             self._error = frozen.user_attrs.get(ERROR_ATTR) or _last_line(running.log)

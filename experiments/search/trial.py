@@ -19,19 +19,27 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from experiments.errors import TrainingFailed, UsageError
+from experiments.quiet import import_tensorflow_quietly
+from experiments.search.slots import DEVICE_ENV
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, STATE_TAG, VALUE_TAG
 from harness.stopping import TrainingInterrupted
 
+import_tensorflow_quietly()  # the trial's log without TensorFlow's C++ start-up lines
+import keras  # noqa: E402
+
 
 class TrialPruned(TrainingInterrupted):
-    """Optuna pruned the trial: the run ends KILLED with tag harness.trial_state=PRUNED."""
+    """Optuna pruned the trial: not a failure, so the run ends FINISHED, with the tag
+    harness.trial_state=PRUNED and "(pruned)" after its name (the UI tells it from a crash)."""
 
-    def __init__(self, reason: str) -> None:
+    status = "FINISHED"
+
+    def __init__(self, reason: str, *, run_name: str | None = None) -> None:
         super().__init__(reason)
         self.tags = {STATE_TAG: "PRUNED"}
+        if run_name:
+            self.tags["mlflow.runName"] = f"{run_name} (pruned)"
 
 
 class MetricNotLogged(UsageError):
@@ -43,9 +51,12 @@ class ReportToOptuna(keras.callbacks.Callback):
 
     stateless = True  # the reports live in the study's storage
 
-    def __init__(self, trial: Any, metrics: list[str], *, prune: bool) -> None:
+    def __init__(
+        self, trial: Any, metrics: list[str], *, prune: bool, run_name: str | None = None
+    ) -> None:
         super().__init__()
         self.trial, self.metrics, self.prune = trial, metrics, prune
+        self.run_name = run_name
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -60,7 +71,7 @@ class ReportToOptuna(keras.callbacks.Callback):
             return
         self.trial.report(float(logs[self.metrics[0]]), step=epoch + 1)
         if self.trial.should_prune():
-            raise TrialPruned(f"pruned by Optuna after epoch {epoch + 1}")
+            raise TrialPruned(f"pruned by Optuna after epoch {epoch + 1}", run_name=self.run_name)
 
 
 def best_value(history: dict[str, list[float]], metric: str, direction: str) -> float:
@@ -109,12 +120,15 @@ def main(argv: list[str]) -> int:
         "mlflow.parentRunId": spec.parent_run_id,
         "harness.study": spec.study,
         "harness.trial_number": str(number),
-        "harness.device": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "harness.device": os.environ.get(DEVICE_ENV, ""),  # the slot: gpu0, cpu1, ...
+        "harness.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "harness.trial_log": spec.log,
         "harness.trial_params": json.dumps(spec.params),
         STATE_TAG: "RUNNING",
     }
-    report = ReportToOptuna(trial, spec.metrics, prune=len(spec.metrics) == 1)
+    report = ReportToOptuna(
+        trial, spec.metrics, prune=len(spec.metrics) == 1, run_name=config.tracking.run_name
+    )
     resume = None
     if spec.resume_run:  # a retry: continue the dead trial's run from its checkpoint
         from experiments.run.resume import find_resume_point

@@ -31,8 +31,27 @@ def compared_metrics(keys: Iterable[str]) -> list[str]:
     return sorted(k for k in keys if "/" not in k and k not in _BOOKKEEPING)
 
 
-def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterable[str]) -> bool:
-    """Add this run's compared columns to the experiment's shared view (`VIEW_KEY`).
+Sorting = tuple[str, bool] | None  # a metric and whether lower is better (ascending)
+
+
+def main_metric(metrics: Iterable[str], monitor: str | None, mode: str = "min") -> Sorting:
+    """The metric a run's experiment is sorted by: `checkpoint.monitor` when set, else
+    val_loss, val_accuracy or loss, whichever the run logs; and whether lower is better."""
+    logged = set(metrics)
+    if monitor:
+        return monitor, mode != "max"
+    for name, ascending in (("val_loss", True), ("val_accuracy", False), ("loss", True)):
+        if name in logged:
+            return name, ascending
+    return None
+
+
+def publish_compare_view(
+    tracking_uri: str, experiment_id: str, metrics: Iterable[str], *, sort: Sorting = None
+) -> bool:
+    """Add this run's compared columns to the experiment's shared view (`VIEW_KEY`), sorted
+    by `sort` (best first) unless the view is sorted already (a search's parent sorts it by
+    the search's metric before its trials run).
 
     The columns of earlier runs stay: the view holds the union. Returns whether the view is
     saved; a failure only warns, since the run itself is tracked already.
@@ -44,7 +63,17 @@ def publish_compare_view(tracking_uri: str, experiment_id: str, metrics: Iterabl
         runs = tracking_store(tracking_uri)
         saved = runs.get_experiment(experiment_id).tags.get(tag)
         known = _saved_metrics(saved)
-        state = compare_view_state(COMPARED_PARAMS, compared_metrics({*known, *metrics}))
+        sort = _saved_sort(saved) or sort
+        shown = compared_metrics({*known, *metrics})
+        if sort is not None and sort[0] in shown:  # the main metric first
+            shown.remove(sort[0])
+            shown.insert(0, sort[0])
+        state = compare_view_state(
+            COMPARED_PARAMS,
+            shown,
+            order_by=sort[0] if sort else None,
+            ascending=sort[1] if sort else True,
+        )
         if state != saved:
             runs.set_experiment_tag(experiment_id, tag, state)
     except Exception as error:
@@ -64,3 +93,16 @@ def _saved_metrics(saved: str | None) -> list[str]:
     except (ValueError, AttributeError):
         return []  # not ours, or edited: replaced by the compared columns
     return [c[len("metrics.`") : -1] for c in columns if c.startswith("metrics.`")]
+
+
+def _saved_sort(saved: str | None) -> Sorting:
+    if not saved:
+        return None
+    try:
+        state = json.loads(saved)
+        key = str(state["orderByKey"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not key.startswith("metrics.`"):
+        return None
+    return key[len("metrics.`") : -1], bool(state.get("orderByAsc", True))

@@ -34,9 +34,29 @@ def run_url(address: str, experiment_id: str, run_id: str) -> str:
     return f"{address}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def compare_view_state(params: Sequence[str], metrics: Sequence[str]) -> str:
-    """The shared-view JSON that shows `params` and `metrics` as runs-table columns."""
-    # The UI's own attribute columns, then the compared params and metrics.
-    columns = ["attributes.`Dataset`", "attributes.`Models`", "attributes.`User`"]
-    columns += [f"params.`{name}`" for name in params] + [f"metrics.`{name}`" for name in metrics]
-    return json.dumps({"selectedColumns": columns, "viewMaximized": False})
+def compare_view_state(
+    params: Sequence[str],
+    metrics: Sequence[str],
+    *,
+    order_by: str | None = None,
+    ascending: bool = True,
+) -> str:
+    """The shared-view JSON that shows `metrics` (the main one first) and `params` as
+    runs-table columns, the rows sorted by the metric `order_by`, best first."""
+    # Of the UI's own attribute columns only the models (Dataset and User are wide, and would
+    # push the metrics off an ordinary screen), then the compared metrics and params.
+    columns = ["attributes.`Models`"]
+    columns += [f"metrics.`{name}`" for name in metrics] + [f"params.`{name}`" for name in params]
+    state: dict[str, object] = {"selectedColumns": columns, "viewMaximized": False}
+    if order_by is not None:
+        state.update(orderByKey=f"metrics.`{order_by}`", orderByAsc=ascending)
+    return json.dumps(state)
+
+
+def compare_url(address: str, run_ids: Sequence[str], experiment_ids: Sequence[str]) -> str:
+    """MLflow's compare page of these runs (what the runs table's Compare button opens)."""
+    from urllib.parse import quote
+
+    runs = quote(json.dumps(list(run_ids), separators=(",", ":")))
+    experiments = quote(json.dumps(sorted(set(experiment_ids)), separators=(",", ":")))
+    return f"{address}/#/compare-runs?runs={runs}&experiments={experiments}"

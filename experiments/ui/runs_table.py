@@ -1,47 +1,159 @@
-"""The `harness runs` table, built from `mlflow.search_runs`."""
+"""The `harness runs` table: recent runs (or a study's trials), best first, fitted to the
+terminal.
+
+The printed table shows short run ids (any unique prefix is accepted where a run id is), the
+quality metrics, and the params that differ among the runs shown; numbers to 4 significant
+digits, learning rates in scientific notation. Columns that do not fit the terminal are left
+out, least useful first, and named under the table; `--wide` shows every column, `--csv` and
+`--json` print every column with full ids and values.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from experiments.errors import UsageError
 from experiments.ui.compare_view import COMPARED_PARAMS, compared_metrics
+from experiments.ui.run_ids import short_ids
+from experiments.ui.text_table import Column, fit, render, terminal_width
 
 _SHOWN = ("run_id", "run_name", "status", "dataset")
 
-# The CSV keeps these; the printed table, like the UI's view, shows the compared columns.
+# The CSV keeps these even when every run has the same value.
 MAIN_PARAMS = (*COMPARED_PARAMS, "data.name", "trainer.epochs")
+# Params that tell runs apart by construction, not by what was tried.
+_NOT_COMPARED = ("tracking.run_name",)
+# Metrics where higher is better; the rest (losses, errors) are better lower.
+_HIGHER = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
+
+GONE = "RUNNING (process gone)"
+_GENERIC = ("name", "params", "mode", "type")  # keys that need their section to mean much
+
+
+@dataclass(frozen=True)
+class MainMetric:
+    """The metric the runs are ranked by, and which way is better."""
+
+    name: str
+    higher_is_better: bool
+
+    @property
+    def described(self) -> str:
+        return f"{self.name} ({'highest' if self.higher_is_better else 'lowest'})"
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a bigger `metric` is better, from its name (accuracy yes, loss no)."""
+    return any(word in metric.lower() for word in _HIGHER) and "loss" not in metric.lower()
 
 
 def runs_frame(tracking_uri: str, experiment: str | None, *, limit: int = 20) -> Any:
-    """Recent runs as a DataFrame: id, name, status, main params, final epoch metrics.
+    """Recent runs as a DataFrame, best first: id, name, status, dataset, the main params and
+    those that differ among them, final epoch metrics.
 
     Raises:
         UsageError: `experiment` does not exist; the message lists those that do.
     """
     import pandas as pd
 
+    found = _recent(tracking_uri, experiment, limit)
+    if not found:
+        return pd.DataFrame(columns=["run_id", "run_name", "status"])
+    frame = pd.DataFrame([_row(run) for run in found])
+    params = _params_frame(found)
+    differing = differing_params(params)
+    kept = [p for p in (*MAIN_PARAMS, *differing) if p in params.columns]
+    metrics = [c for c in frame.columns if c not in _SHOWN]
+    kept = list(dict.fromkeys(kept))
+    frame = pd.concat([frame, params[kept]], axis=1)
+    metric = main_metric(found, metrics)
+    frame.attrs.update(main_metric=metric, differing=differing, params=kept, metrics=metrics)
+    return _sorted(frame, metric)
+
+
+def _recent(tracking_uri: str, experiment: str | None, limit: int) -> list[Any]:
     from experiments.tracking_setup import tracking_store
     from tracking.mlflow.queries import ExperimentNotFound, recent_runs
 
     try:
-        found = recent_runs(tracking_store(tracking_uri, create=False), experiment, limit=limit)
+        return recent_runs(tracking_store(tracking_uri, create=False), experiment, limit=limit)
     except ExperimentNotFound as missing:
         raise UsageError(
             f"--experiment: no experiment named '{missing.name}' at {tracking_uri}. "
             f"Known experiments: {', '.join(missing.known) or 'none yet'}"
         ) from None
-    rows = [_row(run) for run in found]
-    if not rows:
-        return pd.DataFrame(columns=["run_id", "run_name", "status"])
-    frame = pd.DataFrame(rows)
-    columns = [*_SHOWN, *(p for p in MAIN_PARAMS if p in frame.columns)]
-    metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
-    frame = frame[columns + metrics]
-    return frame.rename(columns={c: c.removeprefix("metrics.") for c in metrics})
 
 
-GONE = "RUNNING (process gone)"
+def _params_frame(found: Sequence[Any]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([dict(run.data.params) for run in found])
+
+
+def differing_params(params: Any) -> list[str]:
+    """The params whose values are not the same in every run (a missing value counts)."""
+    return [
+        p
+        for p in params.columns
+        if p not in _NOT_COMPARED and params[p].astype(str).nunique(dropna=False) > 1
+    ]
+
+
+def main_metric(found: Sequence[Any], columns: Iterable[str]) -> MainMetric | None:
+    """What ranks these runs: a search's metric, else the checkpoint monitor most runs have,
+    else val_loss, val_accuracy or loss, whichever they logged."""
+    columns = set(columns)
+    for run in found:
+        tags = run.data.tags
+        if tags.get("harness.role") == "study" and tags.get("harness.search_metric"):
+            name = tags["harness.search_metric"].split(",")[0]
+            direction = tags.get("harness.search_direction", "minimize").split(",")[0]
+            if name in columns:
+                return MainMetric(name, direction == "maximize")
+    monitors = [r.data.params.get("checkpoint.monitor") for r in found]
+    monitors = [m for m in monitors if m and m in columns]
+    if monitors:
+        name = max(set(monitors), key=monitors.count)
+        modes = [r.data.params.get("checkpoint.mode") for r in found]
+        return MainMetric(name, "max" in modes and "min" not in modes)
+    for name in ("val_loss", "val_accuracy", "loss"):
+        if name in columns:
+            return MainMetric(name, higher_is_better(name))
+    return None
+
+
+def _sorted(frame: Any, metric: MainMetric | None, key: str | None = None) -> Any:
+    attrs = dict(frame.attrs)
+    by = key or (metric.name if metric else None)
+    if by is None:
+        return frame
+    if by not in frame.columns:
+        raise UsageError(
+            f"--sort '{by}': the table has no such column; sort by one of: "
+            f"{', '.join(c for c in frame.columns if c != 'run_id')}"
+        )
+    higher = metric.higher_is_better if metric and by == metric.name else higher_is_better(by)
+    values = frame[by].map(_number)
+    ascending = not higher if values.notna().any() else True
+    order = (values if values.notna().any() else frame[by].astype(str)).sort_values(
+        ascending=ascending, na_position="last", kind="stable"
+    )
+    frame = frame.loc[order.index].reset_index(drop=True)
+    frame.attrs.update(attrs)
+    return frame
+
+
+def sort_by(frame: Any, key: str) -> Any:
+    """`frame` sorted by the column `key`, best first for a metric.
+
+    Raises:
+        UsageError: there is no such column.
+    """
+    return _sorted(frame, frame.attrs.get("main_metric"), key)
 
 
 def _status(run: Any) -> str:
@@ -73,47 +185,186 @@ def _row(run: Any) -> dict[str, Any]:
             if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)
         ),
     }
-    row.update({p: run.data.params[p] for p in MAIN_PARAMS if p in run.data.params})
-    row.update(
-        {f"metrics.{key}": value for key, value in run.data.metrics.items() if "/" not in key}
-    )
+    row.update({key: value for key, value in run.data.metrics.items() if "/" not in key})
     return row
 
 
-def print_table(frame: Any) -> None:
-    """Print the runs as a rich table (the CSV keeps every column)."""
-    metrics = compared_metrics(c for c in frame.columns if c not in (*_SHOWN, *MAIN_PARAMS))
-    params = [c for c in COMPARED_PARAMS if c in frame.columns]
-    print_columns(frame[[*(c for c in _SHOWN if c in frame.columns), *params, *metrics]])
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
 
 
-def print_columns(shown: Any) -> None:
-    """Print every column of `shown` as a rich table."""
-    import sys
+def cell(value: Any, key: str = "") -> str:
+    """A value as a person reads it: 4 significant digits; a learning rate in scientific
+    notation; nothing for a missing one."""
+    number = _number(value)
+    if number is None:
+        return (
+            "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        )
+    if isinstance(value, str) and not _looks_numeric(value):
+        return value
+    if "learning_rate" in key or key.endswith(".lr") or key == "lr":
+        return f"{number:.2e}"
+    if number.is_integer() and abs(number) < 1e6:
+        return str(int(number))
+    return f"{number:.4g}"
 
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table(show_lines=False)
-    for column in shown.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in shown.itertuples(index=False):
-        table.add_row(*(_cell(value) for value in row))
-    # Piped output has no terminal width; don't squeeze columns to nothing.
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
+def _looks_numeric(text: str) -> bool:
+    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity", "true", "false")
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.4g}"  # NaN: a param the trial did not have
-    return "" if value is None else str(value)
+# What the printed table shows.
+
+
+@dataclass(frozen=True)
+class Printed:
+    """The lines of a printed table and the notes under it."""
+
+    lines: list[str]
+    notes: list[str]
+
+
+def runs_columns(frame: Any, *, wide: bool) -> list[Column]:
+    """The columns of `harness runs`, most useful first in rank."""
+    metric: MainMetric | None = frame.attrs.get("main_metric")
+    differing: list[str] = frame.attrs.get("differing", [])
+    ids = short_ids([str(r) for r in frame["run_id"]])
+    best = _best_row(frame, metric)
+    marks = ["*" if i == best else " " for i in range(len(frame))]
+    columns = [
+        Column("run", [f"{m}{r}" for m, r in zip(marks, ids, strict=True)], rank=0),
+        Column("name", [cell(v) for v in frame["run_name"]], rank=4),
+        Column("status", [cell(v) for v in frame["status"]], rank=1),
+    ]
+    metrics = [c for c in frame.columns if c not in _SHOWN and not _is_param(c, frame)]
+    quality = compared_metrics(metrics)
+    if metric is not None and metric.name in quality:
+        quality.remove(metric.name)
+        columns.append(_numbers(frame, metric.name, rank=0))
+    for name in sorted(quality, key=lambda m: (not m.startswith("val"), m)):
+        columns.append(_numbers(frame, name, rank=2 if name.startswith("val") else 5))
+    params = differing or [p for p in COMPARED_PARAMS if p in frame.columns]
+    for name in sorted(params, key=_param_order):  # what users compare first
+        columns.append(_numbers(frame, name, rank=3 if name in COMPARED_PARAMS else 6))
+    if wide:
+        bookkeeping = [m for m in metrics if m not in compared_metrics(metrics)]
+        columns += [_numbers(frame, m, rank=7) for m in sorted(bookkeeping)]
+        shown = {c.header for c in columns}
+        columns += [
+            _numbers(frame, p, rank=7)
+            for p in frame.columns
+            if _is_param(p, frame) and p not in shown
+        ]
+        columns.append(Column("dataset", [cell(v) for v in frame["dataset"]], rank=7))
+    return columns
+
+
+def _param_order(name: str) -> tuple[int, str]:
+    compared = COMPARED_PARAMS.index(name) if name in COMPARED_PARAMS else len(COMPARED_PARAMS)
+    return compared, name
+
+
+def short_headers(columns: Sequence[Column]) -> list[Column]:
+    """Dotted headers cut to their last part (`optimizer.learning_rate` -> `learning_rate`)
+    where that names one column only; the full names are in --csv and --json."""
+    from collections import Counter
+
+    def cut(header: str, parts: int) -> str:
+        if header.split(".")[-1] in _GENERIC:  # `name` alone says nothing: `optimizer.name`
+            parts += 1
+        return ".".join(header.split(".")[-parts:])
+
+    names = [c.header for c in columns]
+    shown = list(names)
+    for parts in (1, 2):
+        counts = Counter(cut(h, parts) if "." in h else h for h in names)
+        for i, header in enumerate(names):
+            if "." in header and shown[i] == header and counts[cut(header, parts)] == 1:
+                if cut(header, parts) not in names:
+                    shown[i] = cut(header, parts)
+    return [
+        Column(header, c.cells, rank=c.rank, right=c.right)
+        for header, c in zip(shown, columns, strict=True)
+    ]
+
+
+def _is_param(column: str, frame: Any) -> bool:
+    return column in frame.attrs.get("params", ())
+
+
+def _numbers(frame: Any, key: str, *, rank: int) -> Column:
+    cells = [cell(v, key) for v in frame[key]]
+    numeric = all(_number(v) is not None for v in frame[key] if cell(v, key))
+    return Column(key, cells, rank=rank, right=numeric)
+
+
+def _best_row(frame: Any, metric: MainMetric | None) -> int | None:
+    if metric is None or metric.name not in frame.columns:
+        return None
+    values = frame[metric.name].map(_number)
+    if not values.notna().any():
+        return None
+    return int(values.idxmax() if metric.higher_is_better else values.idxmin())
+
+
+def printed(columns: Sequence[Column], *, wide: bool, best: str | None) -> Printed:
+    """The table fitted to the terminal (unless `wide`), with what was left out."""
+    import textwrap
+
+    width = None if wide else terminal_width()
+    kept, dropped = fit(short_headers(columns), width)
+    notes = []
+    if best:
+        notes.append(f"* best by {best}")
+    if dropped:
+        names = ", ".join(c.header for c in dropped)
+        notes.append(f"left out to fit the terminal: {names} (--wide shows them)")
+    if width is not None:
+        notes = [part for note in notes for part in textwrap.wrap(note, width)]
+    return Printed(render(kept), notes)
+
+
+def print_runs(frame: Any, *, wide: bool = False, echo: Callable[[str], None] = print) -> None:
+    """Print `frame` (from `runs_frame`) as the fitted table."""
+    if frame.empty:
+        echo("no runs yet")
+        return
+    metric: MainMetric | None = frame.attrs.get("main_metric")
+    table = printed(
+        runs_columns(frame, wide=wide),
+        wide=wide,
+        best=metric.described if _best_row(frame, metric) is not None else None,
+    )
+    for line in [*table.lines, *table.notes]:
+        echo(line)
+
+
+def records(frame: Any) -> list[dict[str, Any]]:
+    """Every column of `frame`, NaN as None (for --json)."""
+    rows = frame.to_dict(orient="records")
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def to_json(frame: Any) -> str:
+    return json.dumps(records(frame), indent=2, default=str)
+
+
+# A study's trials.
 
 
 def study_frame(tracking_uri: str, study: str) -> Any:
     """The trials of `study` (child runs of its parent runs), best first by their value (the
     best epoch's metric, as told to Optuna)."""
-    import json
-
     import pandas as pd
 
     from experiments.tracking_setup import tracking_store
@@ -128,7 +379,7 @@ def study_frame(tracking_uri: str, study: str) -> Any:
         )
     tags = parents[0].data.tags
     metric = tags.get("harness.search_metric", "val_loss").split(",")[0]
-    ascending = tags.get("harness.search_direction", "minimize").split(",")[0] == "minimize"
+    higher = tags.get("harness.search_direction", "minimize").split(",")[0] == "maximize"
     rows = []
     for parent in parents:
         for run in runs.child_runs(parent):
@@ -145,7 +396,45 @@ def study_frame(tracking_uri: str, study: str) -> Any:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.sort_values("value", ascending=ascending, na_position="last")
+    frame = frame.sort_values(
+        ["value", "trial"], ascending=[not higher, True], na_position="last"
+    ).reset_index(drop=True)
+    frame.attrs["main_metric"] = MainMetric(metric, higher)
+    return frame
+
+
+def print_study(frame: Any, *, wide: bool = False, echo: Callable[[str], None] = print) -> None:
+    """Print a study's trials (from `study_frame`) as the fitted table, best first."""
+    if frame.empty:
+        echo("no trials yet")
+        return
+    metric: MainMetric = frame.attrs["main_metric"]
+    values = frame["value"].map(_number)
+    best = 0 if values.notna().any() else None
+    ids = short_ids([str(r) for r in frame["run_id"]])
+    fixed = {"trial", "state", "device", "value", metric.name, "run_id"}
+    columns = [
+        Column(
+            "trial",
+            [f"{'*' if i == best else ' '}{t}" for i, t in enumerate(frame["trial"])],
+            rank=0,
+            right=True,
+        ),
+        Column("state", [cell(v) for v in frame["state"]], rank=1),
+        Column("device", [cell(v) for v in frame["device"]], rank=2),
+        _numbers(frame, "value", rank=0),
+        _numbers(frame, metric.name, rank=5),
+        Column("run", ids, rank=1),
+    ]
+    params = [c for c in frame.columns if c not in fixed]
+    columns += [_numbers(frame, p, rank=3) for p in params]
+    table = printed(
+        columns,
+        wide=wide,
+        best=f"value: the best epoch's {metric.described}" if best is not None else None,
+    )
+    for line in [*table.lines, *table.notes]:
+        echo(line)
 
 
 def _first_value(text: str | None) -> float | None:

@@ -32,10 +32,13 @@ def serve_ui(
     port: int = 5000,
     workers: int | None = None,
     open_browser: bool = False,
+    verbose: bool = False,
 ) -> None:
     """Serve the UI for `tracking_uri` until Ctrl-C; print (and open) the runs view.
 
-    An `http(s)://` URI is a server already: only its address is printed.
+    An `http(s)://` URI is a server already: only its address is printed. The server's own
+    log (MLflow's notices, Uvicorn's lines, a line per request) is shown with `verbose` only;
+    otherwise its last lines are shown if it stops on its own.
 
     Raises:
         UsageError: the server did not start (port taken, unreadable store).
@@ -74,10 +77,12 @@ def serve_ui(
             _wait_until_serving(server, address, log)
             importing.result()
         starting.close()
-        log.start_echo()
+        if verbose:
+            log.start_echo()
         _announce(address, tracking_uri, open_browser=open_browser)
         print("Ctrl-C stops the server.", flush=True)
         if server.wait() != 0:
+            log.show_tail()
             raise UsageError(
                 f"the MLflow UI server at {address} stopped (exit status {server.returncode}); "
                 "its log is above"
@@ -143,6 +148,8 @@ class _ServerLog:
         self._thread = threading.Thread(target=self._pump, args=(server,), daemon=True)
         self._thread.start()
 
+    KEPT = 200  # lines held for a failure's reason (a line per request would grow forever)
+
     def _pump(self, server: subprocess.Popen[str]) -> None:
         assert server.stdout is not None
         for line in server.stdout:
@@ -151,6 +158,12 @@ class _ServerLog:
                     sys.stderr.write(line)
                 else:
                     self._held.append(line)
+                    del self._held[: -self.KEPT]
+
+    def show_tail(self) -> None:
+        """Print the last lines held (the server stopped on its own: its reason is there)."""
+        with self._lock:
+            sys.stderr.writelines(self._held[-40:])
 
     def start_echo(self) -> None:
         with self._lock:

@@ -17,6 +17,53 @@ def _format_logs(logs: Mapping[str, Any]) -> str:
     return " - ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
 
 
+# Names cut short so more values fit a line; the full names are in MLflow and TensorBoard.
+_SHORT = {"accuracy": "acc", "learning_rate": "lr", "categorical": "cat", "sparse_": "sp_"}
+# Values about the pace of training, not its quality: the first to go when a line is full.
+_PACE = ("epoch", "epoch_time_s", "steps_per_sec", "learning_rate")
+
+
+def _short(name: str) -> str:
+    for long, short in _SHORT.items():
+        name = name.replace(long, short)
+    return name
+
+
+def _importance(name: str) -> tuple[int, int]:
+    """val_loss first, then validation metrics, the training loss, the rest, pace last."""
+    if name in _PACE:
+        return 3, _PACE.index(name)
+    if name == "val_loss":
+        return 0, 0
+    if name.startswith("val_ema_"):  # the average's scores follow the training loss
+        return 2, 0
+    if name.startswith("val_"):
+        return 1, 0
+    return (1, 1) if name == "loss" else (2, 1)
+
+
+def fit_logs(logs: Mapping[str, Any], width: int) -> str:
+    """`logs` as `val_loss 0.2012  val_acc 0.94  loss 0.1873 ...`: the most important values
+    first, names shortened, and only as many as fit `width` (never a value cut in two)."""
+    items = sorted(
+        ((k, v) for k, v in logs.items() if k != "epoch"), key=lambda kv: _importance(kv[0])
+    )
+    text = ""
+    for key, value in items:
+        try:
+            shown = f"{_short(key)} {float(value):.4g}"
+        except (TypeError, ValueError):
+            continue
+        candidate = f"{text}  {shown}" if text else shown
+        if len(candidate) > width:
+            break  # the rest are less important than the one that did not fit
+        text = candidate
+    return text
+
+
+_BAR = 20  # the bar's width in columns
+
+
 class ProgressLogger(keras.callbacks.Callback):
     """Show training progress with an ETA and the current metrics.
 
@@ -70,17 +117,24 @@ class ProgressLogger(keras.callbacks.Callback):
         from rich.table import Column
 
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=_BAR),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            # Long metrics wrap in their column: the count and the ETA are never squeezed out.
-            TextColumn("{task.fields[metrics]}", table_column=Column(overflow="fold")),
+            # Fitted to what the line has left (`fit_logs`): never wrapped, never cut mid-value.
+            TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True)),
             console=Console(file=self.stream),
         )
         self._progress.start()
+
+    def _room(self) -> int:
+        """Columns left for the metrics beside the bar's fixed columns."""
+        steps = self._steps() or 0
+        fixed = len(f"epoch {self.params.get('epochs')}/{self.params.get('epochs')}") + _BAR
+        fixed += 2 * len(str(steps or 999)) + 1 + 7 + 3 + 7 + 6  # count, times, ETA, gaps
+        return max(0, self._progress.console.width - fixed - 1)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -108,20 +162,25 @@ class ProgressLogger(keras.callbacks.Callback):
         if now - self._last_print < self.interval_s:
             return
         self._last_print = now
-        text = _format_logs(logs())
         if self._progress is not None:
-            self._progress.update(self._task, metrics=text)
+            self._progress.update(self._task, metrics=fit_logs(logs(), self._room()))
         else:
-            self._line(f"{done}/{steps or '?'} steps - {text}", now)
+            self._line(f"{done}/{steps or '?'} steps - {_format_logs(logs())}", now)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.mode == "none":
             return
-        text = _format_logs(logs or {})
         if self._progress is not None:
-            self._progress.update(self._task, metrics=text)
+            # The epoch's line stays above the bar, as Keras prints one per epoch: its number
+            # and time first, then the values that fit the terminal, most important first.
+            self._progress.remove_task(self._task)
+            elapsed = time.perf_counter() - self._epoch_start
+            head = f"epoch {epoch + 1}/{self.params.get('epochs')}  {elapsed:.1f}s"
+            width = self._progress.console.width - len(head) - 3
+            line = f"{head}  {fit_logs(logs or {}, width)}".rstrip()
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
-            self._line(f"done - {text}", time.perf_counter())
+            self._line(f"done - {_format_logs(logs or {})}", time.perf_counter())
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.close()

@@ -219,18 +219,6 @@ CASES = [
         ["optimizer.params.weight_decay duplicates optimizer.weight_decay", "set it once"],
     ),
     (
-        "accumulation-vs-steps-per-epoch",
-        {"trainer.accumulation_steps": 4, "trainer.steps_per_epoch": 6},
-        [],
-        ["trainer.accumulation_steps (4) must divide the epoch's 6 batches", "steps_per_epoch=4"],
-    ),
-    (
-        "accumulation-vs-data",
-        {"trainer.accumulation_steps": 3},
-        [],
-        ["trainer.accumulation_steps (3) must divide the epoch's 8 batches (from the data)"],
-    ),
-    (
         "freeze-unknown-layer",
         {"finetune": {"freeze": ["conv*"]}},
         [],

@@ -41,14 +41,27 @@ def start_system_monitor(
     monitors: Sequence[BaseMetricsMonitor] | None = None,
 ) -> Any:
     """MLflow's system-metrics monitor for `run_id`, started; with `monitors`, those
-    sample instead of MLflow's own (the whole host's CPU, memory, disk, network, GPUs)."""
+    sample instead of MLflow's own (the whole host's CPU, memory, disk, network, GPUs).
+
+    A first sample is published at once (step 0), so even a short run's charts have its start
+    and its end (`finish_system_monitor`), not a single bar; values are rounded to 4
+    significant digits (MLflow's own would show 0.0012440000000424334).
+    """
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=tracking_uri)
     if monitors is not None:
         monitor.monitors = list(monitors)
+    aggregate = monitor.aggregate_metrics
+    monitor.aggregate_metrics = lambda: {k: _rounded(v) for k, v in aggregate().items()}
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
     monitor.start()
     return monitor
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.4g}")
 
 
 def finish_system_monitor(monitor: Any) -> None:

@@ -50,3 +50,12 @@ def latest_experiment(runs: MlflowRuns) -> Any | None:
     if not latest:
         return experiments[0]
     return next(e for e in experiments if e.experiment_id == latest[0].info.experiment_id)
+
+
+def runs_with_prefix(runs: MlflowRuns, prefix: str, *, limit: int = 10) -> list[Any]:
+    """Runs of any experiment whose id starts with `prefix` (at most `limit`)."""
+    ids = [e.experiment_id for e in runs.experiments()]
+    safe = "".join(c for c in prefix if c.isalnum())  # run ids are hex: nothing to escape
+    return runs.search_runs(
+        ids, filter_string=f"attributes.run_id LIKE '{safe}%'", max_results=limit
+    )

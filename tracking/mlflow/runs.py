@@ -192,6 +192,15 @@ class MlflowRuns:
         """Add or replace tags; a value past MLflow's limit is cut to it, with a warning."""
         self._log_batch(run_id, "tags", _entities(RunTag, tags, "tag", MAX_TAG_VALUE_LENGTH))
 
+    def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
+        """Remove these tags (ones the run no longer has are skipped)."""
+        for key in keys:
+            try:
+                self.retry(lambda key=key: self.client.delete_tag(run_id, key))  # type: ignore[misc]
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Log params (each once: MLflow refuses a changed value); a value past MLflow's
         limit is cut to it, with a warning."""
@@ -255,6 +264,21 @@ class MlflowRuns:
         for model_id in pending:
             self.retry(functools.partial(self.client.delete_logged_model, model_id))
         return pending
+
+    def drop_superseded_models(
+        self, run_id: str, experiment_id: str, *, name: str, keep: str
+    ) -> list[str]:
+        """Delete the run's earlier logged models named `name` (a resumed run exported again:
+        `keep` is the current one), so a run shows one model per name; their ids."""
+        logged = self.retry(lambda: self.client.search_logged_models([experiment_id]))
+        older = [
+            m.model_id
+            for m in logged
+            if m.source_run_id == run_id and m.name == name and m.model_id != keep
+        ]
+        for model_id in older:
+            self.retry(functools.partial(self.client.delete_logged_model, model_id))
+        return older
 
     # The model registry
 

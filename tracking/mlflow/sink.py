@@ -227,7 +227,7 @@ class MlflowSink(Sink):
             linked = [point for point in self._latest.values() if point[2] == step]
         else:
             linked = [self._point(key, float(value), step) for key, value in metrics.items()]
-        return log_keras_model(
+        model_id = log_keras_model(
             self._client,
             run_id=self._run_id,
             experiment_id=self.experiment_id,
@@ -239,6 +239,11 @@ class MlflowSink(Sink):
             metrics=linked,
             retry=self._runs.retry,
         )
+        # A resumed run exports again: the model from before the resume is superseded.
+        self._runs.drop_superseded_models(
+            self._run_id, self.experiment_id, name=name, keep=model_id
+        )
+        return model_id
 
     def _point(self, key: str, value: float, step: int) -> tuple[str, float, int, int]:
         """The logged `(key, value, step, timestamp)` point to link a model to; a new one

@@ -10,7 +10,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.config.schema import ExperimentConfig
-from experiments.errors import UsageError
 from experiments.run.plan import plan_run
 from tests.experiments.configs import tiny_with
 
@@ -24,6 +23,7 @@ STEP_VALUES = ["grad_norm"]  # the gradient pipeline's, with on_nan: raise
         ({"trainer.log_every_n_steps": 1, "trainer.epochs": 30}, 45, 45, 30 * 45 * 4),
         ({"trainer.steps_per_epoch": 5}, None, 5, (2 * 5 // 2) * 4),  # across epochs
         ({"trainer.accumulation_steps": 4}, 8, 2, (2 * 2 // 2) * 4),  # updates, not batches
+        ({"trainer.accumulation_steps": 3}, 8, 3, (2 * 3 // 2) * 4),  # windows 3, 3 and 2
         ({"metrics": []}, 8, 8, (2 * 8 // 2) * 3),
         ({}, None, None, None),  # no length: the sink decides from what it writes
     ],
@@ -40,18 +40,13 @@ def test_the_plan_counts_updates_and_the_metric_points_they_log(
     assert plan.expected_metric_points == points
 
 
-def test_an_update_that_would_span_two_epochs_is_refused_once() -> None:
-    from pydantic import ValidationError
-
-    # With steps_per_epoch, the config alone breaks the rule: the schema refuses it (and a
-    # search prunes such a trial before it starts).
+def test_an_epoch_that_accumulation_does_not_divide_is_planned_with_a_shorter_update() -> None:
+    # Any data set, any k: the epoch's last update takes what is left (Lightning's rule).
     changes = {"trainer.accumulation_steps": 4, "trainer.steps_per_epoch": 6}
-    with pytest.raises(ValidationError, match=r"must divide the epoch's 6 batches \(from trainer"):
-        ExperimentConfig.model_validate(tiny_with(changes))
-    # Otherwise the data's length decides, known once the data is built.
+    config = ExperimentConfig.model_validate(tiny_with(changes))
+    assert plan_run(config, SimpleNamespace(num_batches=None)).updates_per_epoch == 2
     config = ExperimentConfig.model_validate(tiny_with({"trainer.accumulation_steps": 3}))
-    with pytest.raises(UsageError, match=r"must divide the epoch's 8 batches \(from the data\)"):
-        plan_run(config, SimpleNamespace(num_batches=8))
+    assert plan_run(config, SimpleNamespace(num_batches=8)).updates_per_epoch == 3
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
 import re
 import signal
@@ -189,27 +191,35 @@ def test_runs_table_lists_runs_with_params_and_final_metrics(
         write_config(in_tmp, {"tracking.experiment": "table", "tracking.run_name": "tabled"})
     )
     result = run_experiment(config, tracking_uri=mlflow_uri)
-    out_csv = in_tmp / "runs.csv"
     import mlflow
 
     changes: list[str] = []  # MLflow's global URI must not change, not even for a moment
     monkeypatch.setattr(mlflow, "set_tracking_uri", changes.append)
-    code = main(
-        ["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--csv", str(out_csv)]
-    )
+    monkeypatch.setenv("COLUMNS", "200")
+    code = main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table"])
     assert code == 0
     assert changes == []
     printed = capsys.readouterr().out
-    assert "tabled" in printed and "digits (" in printed  # the dataset column, as in the UI
-    header = next(line for line in printed.splitlines() if "run_id" in line)
-    assert "optimizer.learning_r" in header  # rich may fold the rest onto the next line
+    header = printed.splitlines()[0]
+    assert header.split()[:4] == ["run", "name", "status", "val_loss"]  # the main metric first
+    assert f"*{result.run_id[:8]}" in printed and "tabled" in printed  # the best row marked
+    assert "learning_rate" in header.split()  # one run: the main params, names shortened
     assert "trainer.epochs" not in header and "epoch_time_s" not in header
-    rows = list(csv.DictReader(out_csv.open()))
+    assert "* best by val_loss (lowest)" in printed
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "epoch_time_s" in wide.splitlines()[0] and "digits (" in wide  # the dataset
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows[0]["run_id"] == result.run_id
     assert rows[0]["run_name"] == "tabled"
     assert rows[0]["optimizer.learning_rate"] == "0.01"
     assert float(rows[0]["val_loss"]) == pytest.approx(result.history["val_loss"][-1])
     assert rows[0]["trainer.epochs"] == "2" and rows[0]["dataset"].startswith("digits (")
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "table", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["run_id"] == result.run_id
+    assert record["val_loss"] == pytest.approx(result.history["val_loss"][-1])
 
 
 def test_runs_table_rejects_an_unknown_experiment(mlflow_uri: str, capsys) -> None:
@@ -227,7 +237,7 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
         [str(harness), "ui", "--tracking-uri", uri, "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -250,6 +260,12 @@ def test_harness_ui_serves_the_mlflow_ui_on_the_store(tmp_path: Path) -> None:
     finally:
         proc.terminate()  # SIGTERM stops the server and its workers, not only harness
         proc.wait(timeout=30)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    # Quiet: the address and how to stop it; none of the server's own lines (its notices,
+    # Uvicorn's, one per request), which --verbose shows.
+    assert out.strip() == "Ctrl-C stops the server."
+    assert "GET" not in err and "POST" not in err and "INFO" not in err, err
+    assert "uvicorn" not in err.lower() and "site-packages" not in err, err
 
     def port_closed() -> bool:
         with socket.socket() as probe:

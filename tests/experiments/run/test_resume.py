@@ -25,8 +25,9 @@ TIMED = {"epoch_time_s", "steps_per_sec"}
 
 def _changes(engine: str, experiment: str, root: Path) -> dict[str, object]:
     return {
-        "data": {"name": "digits", "params": {"limit": 600}, "batch_size": 16},
-        "data.validation_split": 0.2,  # 480 examples: 30 batches, 15 updates an epoch
+        "data": {"name": "digits", "params": {"limit": 610}, "batch_size": 16},
+        # 488 examples: 31 batches, so 16 updates an epoch, the last of one micro-batch only.
+        "data.validation_split": 0.2,
         "model.params.dropout": 0.2,  # a seed generator in the state
         "schedule": {"name": "cosine", "warmup_steps": 5},
         "ema": {"decay": 0.9},
@@ -119,12 +120,12 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     capsys.readouterr()
     assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", f"kill-{engine}"]) == 0
     out = capsys.readouterr().out
-    assert "RUNNING (process gone)" in out.replace("\n", " ").replace("│", " ").replace("  ", " ")
-    assert f"harness resume {killed.info.run_id} --tracking-uri {mlflow_uri}" in out
+    assert "RUNNING (process gone)" in out
+    assert f"harness resume {killed.info.run_id[:8]} --tracking-uri {mlflow_uri}" in out
     # What a kill during the final export leaves: a logged model that stays PENDING.
     client.create_logged_model(experiment, name="model", source_run_id=killed.info.run_id)
 
-    assert main(["resume", killed.info.run_id, "--tracking-uri", mlflow_uri]) == 0
+    assert main(["resume", killed.info.run_id[:8], "--tracking-uri", mlflow_uri]) == 0  # a prefix
     out = capsys.readouterr().out
     assert f"resuming run {killed.info.run_id} at optimizer step" in out
     runs = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
@@ -170,8 +171,8 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     capsys.readouterr()
     assert main(["resume", run_id, *uri]) == 0
     assert capsys.readouterr().out == (
-        f"run {run_id} has finished its 1 epochs: nothing to resume. To train it longer: "
-        f"harness resume {run_id} trainer.epochs=N (N > 1)\n"
+        f"run {run_id} has trained 1 epochs (trainer.epochs=1): nothing left to train, "
+        f"nothing changed. To train it longer: harness resume {run_id} trainer.epochs=N (N > 1)\n"
     )
     assert len(client.search_logged_models([experiment])) == 1  # no second export
 
@@ -181,6 +182,19 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     assert run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]
     assert run.data.tags["harness.resume_changes"] == "trainer.epochs: 1 -> 2"
+    assert run.data.tags["harness.epochs_trained"] == "2"  # the param still says 1
+    models = client.search_logged_models([experiment])
+    assert [m.name for m in models] == ["model"]  # the one from before the resume removed
+    assert models[0].source_run_id == run_id
+    # Fewer epochs than it trained: said in one line, nothing changed.
+    capsys.readouterr()
+    assert main(["resume", run_id, "trainer.epochs=1", *uri]) == 0
+    assert capsys.readouterr().out == (
+        f"run {run_id} has trained 2 epochs (trainer.epochs=1): nothing left to train, "
+        f"nothing changed. To train it longer: harness resume {run_id} trainer.epochs=N (N > 2)\n"
+    )
+    assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]
+    assert [m.model_id for m in client.search_logged_models([experiment])] == [models[0].model_id]
     capsys.readouterr()
 
     line = _one_line_exit_2(["resume", "0123456789abcdef0123456789abcdef", *uri], capsys)

@@ -103,13 +103,16 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HARNESS_PLACEHOLDER_GPUS", "1")  # GPU ids this machine does not have
+    # The log levels are the CLI's defaults (conftest sets one, as a user could): the trials
+    # hide TensorFlow's start-up lines as they do for a user who set none.
+    monkeypatch.setenv("HARNESS_QUIET_DEFAULTS", "1")
     config = _config(
         in_tmp, "pool", {"n_trials": 5, "seed": 0}, **{"tracking.system_metrics_every_s": 0.5}
     )
     args = ["search", str(config), "--devices", "7,8,9", "--tracking-uri", mlflow_uri]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "study 'pool': 5 complete, 0 pruned, 0 failed" in out
+    assert "study 'pool' done: 5 trials (5 complete, 0 pruned, 0 failed)" in out
 
     study = _study(in_tmp, "pool")
     trials = study.get_trials()
@@ -127,8 +130,9 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
         assert run.data.tags["harness.trial_state"] == "COMPLETE"
         assert run.data.tags["harness.study"] == "pool"
         assert run.data.params["optimizer.name"] == trial.params["optimizer.name"]
-        device = run.data.tags["harness.device"]
+        device = run.data.tags["harness.cuda_visible_devices"]
         assert device in {"7", "8", "9"}
+        assert run.data.tags["harness.device"] == f"gpu{device}"  # the slot, as printed
         # System metrics of the trial's own processes, not MLflow's host-wide ones.
         assert "system/process_cpu_utilization_percentage" in run.data.metrics
         assert "system/process_memory_usage_megabytes" in run.data.metrics
@@ -168,6 +172,17 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     assert list(frame["value"]) == sorted(frame["value"], reverse=True)
     assert frame["value"].iloc[0] == pytest.approx(best.value)
     assert "trial 4 complete on gpu" in out  # a line per trial when piped (no progress bar)
+    for log in (in_tmp / "searches" / "pool").glob("trial-*.log"):  # no TensorFlow start-up
+        assert "absl::InitializeLog" not in log.read_text() and "cuda" not in log.read_text()
+    # The end: the best trial rounded, its run, the parent's page and where to look next.
+    best_run = children[str(best.number)].info.run_id
+    assert (
+        f"  best:       trial {best.number}, val_accuracy {best.value:.4g} (run {best_run[:8]})"
+        in out
+    )
+    assert f"  parent run: {parent}" in out
+    assert f"/runs/{parent}?workflowType=machine_learning" in out
+    assert "runs --study pool --tracking-uri" in out
     capsys.readouterr()
     assert main(["runs", "--study", "pool", "--tracking-uri", mlflow_uri]) == 0
     assert capsys.readouterr().out.count("COMPLETE") == 5
@@ -320,7 +335,9 @@ def test_two_cpu_slots_search_two_metrics_with_nsga2(
     config = _config(in_tmp, "pareto", search, **{"trainer.epochs": 1})
     args = ["search", str(config), "--devices", "cpu:2", "--tracking-uri", mlflow_uri]
     assert main(args) == 0
-    assert "study 'pareto': 4 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+    assert "study 'pareto' done: 4 trials (4 complete, 0 pruned, 0 failed)" in (
+        capsys.readouterr().out
+    )
     study = _study(in_tmp, "pareto")
     assert study.directions == [
         optuna.study.StudyDirection.MAXIMIZE,
@@ -333,7 +350,8 @@ def test_two_cpu_slots_search_two_metrics_with_nsga2(
     parent = study.user_attrs["harness.mlflow_parent_run_id"]
     children = _children(client, "pareto", parent)
     assert sorted(r.data.tags["harness.trial_number"] for r in children) == ["0", "1", "2", "3"]
-    assert {r.data.tags["harness.device"] for r in children} == {""}  # CPU slots: no GPU
+    assert {r.data.tags["harness.cuda_visible_devices"] for r in children} == {""}  # no GPU
+    assert {r.data.tags["harness.device"] for r in children} <= {"cpu0", "cpu1"}
     by_number = {int(r.data.tags["harness.trial_number"]): r for r in children}
     for trial in trials:  # each run's values are its best epoch's, as told to Optuna
         tagged = by_number[trial.number].data.tags["harness.trial_value"].split(",")
@@ -370,8 +388,10 @@ def test_asha_prunes_clearly_bad_trials_early(
         assert trial.params["optimizer.learning_rate"] == 1.0e-6  # the bad ones
         assert len(trial.intermediate_values) < 3  # stopped before its last epoch
         run = client.get_run(trial.user_attrs["harness.run_id"])
-        assert run.info.status == "KILLED"
+        assert run.info.status == "FINISHED"  # not a failure: the UI shows no red cross
         assert run.data.tags["harness.trial_state"] == "PRUNED"
+        assert run.info.run_name.endswith(" (pruned)")
+        assert "error" not in run.data.tags
 
 
 @pytest.mark.parametrize(

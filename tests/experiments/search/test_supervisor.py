@@ -209,13 +209,13 @@ def test_bad_input_in_a_trial_stops_the_others_and_the_search(tmp_path: Path) ->
         ({"trainer.epochs": {"categorical": [0]}}, "trainer.epochs: "),  # must be >= 1
         (
             {
-                "trainer.steps_per_epoch": {"categorical": [4]},
-                "trainer.accumulation_steps": {"categorical": [3]},
+                "trainer.steps_per_epoch": {"categorical": [5]},
+                "trainer.steps_per_execution": {"categorical": [2]},
             },
-            "trainer: Value error, trainer.accumulation_steps (3) must divide",
+            "trainer: Value error, trainer.steps_per_epoch (5) must be a multiple",
         ),
     ],
-    ids=["out-of-range", "accumulation-vs-steps-per-epoch"],
+    ids=["out-of-range", "steps-per-epoch-vs-execution"],
 )
 def test_an_invalid_combination_is_pruned_with_its_reason_and_never_launched(
     tmp_path: Path, invalid: dict[str, Any], reason: str

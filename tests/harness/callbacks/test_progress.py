@@ -37,9 +37,29 @@ def test_a_bar_with_eta_and_metrics_in_a_terminal() -> None:
     train(make_model(), make_data(), engine="custom", epochs=1, callbacks=[progress])
     output = stream.getvalue()
     assert "epoch 1/1" in output and "ETA" in output and "10/10" in output
-    final = output.rsplit("\r", 1)[-1]  # the last frame, drawn when the bar stopped
-    assert "epoch 1/1" in final and "10/10" in final and "val_loss" in final
     assert output.endswith("\x1b[?25h")  # stopped at train end: the cursor is back
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_each_epoch_leaves_a_line_that_fits_the_terminal(
+    columns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    stream = _Terminal()
+    progress = ProgressLogger("bar", stream=stream)
+    train(make_model(), make_data(), engine="fit", epochs=2, callbacks=[progress])
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())  # no control codes
+    lines = [part for line in plain.split("\n") for part in line.split("\r")]
+    epochs = [line for line in lines if re.match(r"epoch \d/2  \d+\.\ds  ", line)]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], plain
+    for line in epochs:  # the epoch and its time first, val_loss next, nothing cut
+        assert len(line) <= columns, line
+        assert line.split()[3] == "val_loss", line
+        values = line.split()[3:]
+        assert len(values) % 2 == 0 and all(float(v) == float(v) for v in values[1::2])
+    assert all(len(line) <= columns for line in lines), plain  # the bar's frames too
 
 
 def test_the_bar_is_stopped_when_training_fails() -> None:
@@ -82,3 +102,23 @@ def test_step_count_never_passes_the_epoch_length_with_steps_per_execution() -> 
     )
     counts = [line.split(" - ")[1] for line in stream.getvalue().splitlines() if "steps" in line]
     assert counts == ["3/10 steps", "6/10 steps", "9/10 steps", "10/10 steps"]
+
+
+def test_fitted_values_put_the_important_first_and_the_pace_last() -> None:
+    from harness.callbacks.progress import fit_logs
+
+    logs = {
+        "loss": 0.21234,
+        "accuracy": 0.93612,
+        "val_loss": 0.19876,
+        "val_accuracy": 0.94,
+        "learning_rate": 0.001,
+        "epoch": 3,
+        "steps_per_sec": 412.3,
+    }
+    assert fit_logs(logs, 200) == (
+        "val_loss 0.1988  val_acc 0.94  loss 0.2123  acc 0.9361  steps_per_sec 412.3  lr 0.001"
+    )
+    assert fit_logs(logs, 42) == "val_loss 0.1988  val_acc 0.94  loss 0.2123"
+    assert fit_logs(logs, 41) == "val_loss 0.1988  val_acc 0.94"
+    assert fit_logs(logs, 10) == ""  # not even one value: none, rather than half of one

@@ -37,8 +37,10 @@ def test_our_monitors_replace_mlflow_s_and_the_last_partial_interval_is_publishe
     )
     time.sleep(0.5)  # far shorter than the interval: only the partial one exists
     mlflow_internals.finish_system_monitor(monitor)
-    metrics = MlflowClient(mlflow_uri).get_run(run_id).data.metrics
-    assert metrics == {"system/constant_value": 7.0}
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(run_id).data.metrics == {"system/constant_value": 7.0}
+    history = client.get_metric_history(run_id, "system/constant_value")
+    assert [m.step for m in history] == [0, 1]  # the start's sample, then the partial one
 
 
 def test_samples_are_kept_per_metric_until_published() -> None:
