@@ -8,18 +8,16 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from experiments import quiet
-from experiments.errors import TrainingFailed, UsageError
+from experiments.errors import UsageError
 
 if TYPE_CHECKING:
-    from experiments.config.schema import ExperimentConfig
-    from experiments.run.run import RunResult
+    pass
 
 # MLflow's HTTP client retries 7 times with back-off up to 2 minutes per request; our sinks
 # retry on top of that, so a wrong --tracking-uri would take many minutes to report. A small
@@ -83,17 +81,18 @@ def run(
 ) -> None:
     """Train CONFIG and track the run in MLflow and TensorBoard."""
     from experiments.config.loader import load_config
+    from experiments.run import commands
 
     loaded = load_config(config, overrides or [])
     if dry_run:
-        _dry_run(loaded, tracking_uri, verbose=verbose)
+        commands.dry_run(loaded, tracking_uri, verbose=verbose, echo=typer.echo)
         return
     flags = (["--tracking-uri", tracking_uri] if tracking_uri else []) + (
         ["--verbose"] if verbose else []
     )
     command = shlex.join(["harness", "run", config, *(overrides or []), *flags])
     if resume is not None:
-        _resume(resume, [], tracking_uri, verbose=verbose, config=loaded)
+        commands.resume(resume, [], tracking_uri, verbose=verbose, config=loaded, echo=typer.echo)
         return
     from experiments.tracking_setup import check_reachable, resolve_tracking_uri
 
@@ -103,7 +102,7 @@ def run(
     from experiments.run.run import run_experiment
 
     result = run_experiment(loaded, tracking_uri=tracking_uri, config_path=config, command=command)
-    _report(result)
+    commands.report(result, echo=typer.echo)
 
 
 @app.command()
@@ -121,89 +120,9 @@ def resume(
     ] = False,
 ) -> None:
     """Continue RUN_ID from its latest intact checkpoint, in the same MLflow run."""
-    _resume(run_id, overrides or [], tracking_uri, verbose=verbose)
+    from experiments.run import commands
 
-
-def _dry_run(config: ExperimentConfig, tracking_uri: str | None, *, verbose: bool) -> None:
-    from experiments.tracking_setup import check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
-    check_reachable(uri, doing="cannot start an MLflow run at")
-    _import_tensorflow_quietly(verbose=verbose)
-    from experiments.run.checkpoints import check_writable
-    from experiments.run.prepare import prepare
-    from experiments.tracking_setup import tracking_store
-    from tracking.mlflow.store import sqlite_path
-
-    database = sqlite_path(uri)
-    if database is not None and not database.is_file():  # created by the first run
-        check_writable(database.parent, key="--tracking-uri", example="sqlite:///mlflow.db")
-    else:
-        tracking_store(uri, create=False)  # opens it: a half-migrated store is reported
-    prepared = prepare(config)
-    plan = prepared.plan
-    weights = prepared.parameter_counts.get("trainable_params")
-    typer.echo(
-        f"dry run: the config is valid and the run can start: model {config.model.name}"
-        + (f" ({weights:,} trainable weights)" if weights is not None else "")
-        + f", {plan.epochs} epochs of {plan.batches_per_epoch or '?'} batches, tracked at "
-        f"{uri}. No run was created"
-    )
-
-
-def _resume(
-    run_id: str,
-    overrides: list[str],
-    tracking_uri: str | None,
-    *,
-    verbose: bool,
-    config: ExperimentConfig | None = None,
-) -> None:
-    from experiments.run.resume import find_resume_point
-    from experiments.tracking_setup import resolve_tracking_uri
-    from experiments.ui.run_ids import resolve_run_id
-
-    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri if config else None)
-    run_id = resolve_run_id(uri, run_id)
-    _import_tensorflow_quietly(verbose=verbose)  # reading the checkpoint imports it
-    loaded, point = find_resume_point(run_id, uri, overrides, config)
-    if point.finished:
-        typer.echo(
-            f"run {run_id} has trained {point.epoch} epochs (trainer.epochs="
-            f"{loaded.trainer.epochs}): nothing left to train, nothing changed. To train it "
-            f"longer: harness resume {run_id} trainer.epochs=N (N > {point.epoch})"
-        )
-        return
-    from experiments.run.run import run_experiment
-
-    if point.state is None:
-        typer.echo(f"resuming run {run_id} from the beginning (it was stopped before training)")
-    else:
-        typer.echo(
-            f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
-            f"after batch {point.batch})"
-        )
-    command = shlex.join(["harness", "resume", run_id, *overrides])
-    _report(run_experiment(loaded, tracking_uri=uri, command=command, resume=point))
-
-
-def _report(result: RunResult) -> None:
-    from experiments.ui.hints import line
-    from experiments.ui.text_table import terminal_width
-    from harness.callbacks.progress import fit_logs
-
-    final = {k: v[-1] for k, v in result.history.items() if v}
-    head = f"run {result.run_id[:8]} finished:"
-    typer.echo(f"{head} {fit_logs(final, (terminal_width() or 200) - len(head) - 1)}")
-    serving = "" if result.tracking_uri.startswith("http") else " (after harness ui)"
-    uri = ["--tracking-uri", result.tracking_uri]
-    typer.echo(f"  this run:    {result.run_url}{serving}")
-    typer.echo(f"  all runs:    {result.runs_view_url}")
-    typer.echo(f"  MLflow UI:   {line('harness', 'ui', *uri)}")
-    typer.echo(
-        f"  TensorBoard: {line('tensorboard', '--logdir', str(result.tensorboard_dir.parent))}"
-    )
-    typer.echo(f"  runs table:  {line('harness', 'runs', *uri)}")
+    commands.resume(run_id, overrides or [], tracking_uri, verbose=verbose, echo=typer.echo)
 
 
 @app.command()
@@ -400,13 +319,14 @@ def runs(
     """A table of recent runs, best first: the quality metrics and the params that differ."""
     from experiments.tracking_setup import resolve_tracking_uri
     from experiments.ui import runs_table as table
+    from experiments.ui import study_table
     from experiments.ui.hints import line
 
     if csv and json_:
         raise UsageError("harness runs: --csv and --json both given; pick one")
     uri = resolve_tracking_uri(tracking_uri, None)
     frame = (
-        table.study_frame(uri, study)
+        study_table.study_frame(uri, study)
         if study is not None
         else table.runs_frame(uri, experiment, limit=limit)
     )
@@ -419,7 +339,7 @@ def runs(
         typer.echo(table.to_json(frame))
         return
     if study is not None:
-        table.print_study(frame, wide=wide, echo=typer.echo)
+        study_table.print_study(frame, wide=wide, echo=typer.echo)
         return
     table.print_runs(frame, wide=wide, echo=typer.echo)
     for run_id in table.orphaned(frame):  # killed: nobody could mark it, and it can go on
@@ -431,67 +351,11 @@ def _import_tensorflow_quietly(*, verbose: bool = False) -> None:
     quiet.import_tensorflow_quietly(verbose=verbose)
 
 
-_OURS = tuple(
-    str(Path(__file__).resolve().parents[1] / package)
-    for package in ("harness", "tracking", "experiments")
-)  # the warnings these packages raise read as one line, like errors
-
-
-def _one_line_warnings(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Any = None
-) -> str:
-    if str(Path(filename).resolve()).startswith(_OURS):
-        return f"harness: warning: {message}\n"
-    return _default_format(message, category, filename, lineno, line)
-
-
-_default_format = warnings.formatwarning
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input is one line on stderr and exit status 2, never a traceback."""
-    warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
-    try:
-        return _main(argv)
-    finally:
-        warnings.formatwarning = _default_format
+    from experiments.exits import run_command
 
-
-def _main(argv: list[str] | None) -> int:
-    command = typer.main.get_command(app)
-    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
-    if verbose:
-        quiet.be_verbose()
-    try:
-        status = command.main(args=argv, prog_name="harness", standalone_mode=False)
-    except UsageError as error:
-        if verbose and error.details:
-            print(error.details, file=sys.stderr, end="")
-        print(f"harness: error: {error}", file=sys.stderr)
-        return UsageError.exit_code
-    except TrainingFailed as error:  # the run is in the store, marked FAILED with the reason
-        print(f"harness: training failed: {error}", file=sys.stderr)
-        return TrainingFailed.exit_code
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except typer.Abort:
-        print("harness: aborted", file=sys.stderr)
-        return 130
-    except typer.TyperException as error:  # typer's (vendored click) usage errors
-        ctx = getattr(error, "ctx", None)
-        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            print(ctx.get_help())
-            return 0
-        where = ctx.command_path if ctx is not None else "harness"
-        message = " ".join(error.format_message().split())
-        print(f"{where}: error: {message} (see '{where} --help')", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        status = 130
-    if status == 130:  # typer turns KeyboardInterrupt (Ctrl-C, our SIGTERM) into exit 130
-        print("harness: interrupted (a run in progress is marked KILLED)", file=sys.stderr)
-        return 130
-    return status if isinstance(status, int) else 0
+    return run_command(typer.main.get_command(app), argv)
 
 
 if __name__ == "__main__":

@@ -181,12 +181,15 @@ APPLICATION = {
         "experiments.zoo",
         "experiments.ui",
         "experiments.tracking_setup",
+        "experiments.quiet",
     },
     "experiments/search": {
         "experiments.errors",
         "experiments.config",
         "experiments.run",
+        "experiments.ui",
         "experiments.tracking_setup",
+        "experiments.quiet",
     },
 }
 

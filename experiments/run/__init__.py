@@ -7,6 +7,9 @@ and best models; `record`: what a run says about itself; `checkpoints`, `schedul
 `signals`: the config's checkpoint policy and learning rate, and signals while a run is
 closed.
 
+`commands`: the bodies of `harness run --dry-run` and `harness resume`, and what a finished run
+prints.
+
 May import: `harness`, `tracking`, `experiments.config`, `experiments.zoo`, `experiments.ui`,
-`experiments.tracking_setup`.
+`experiments.tracking_setup`, `experiments.quiet`.
 """

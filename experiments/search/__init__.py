@@ -7,6 +7,9 @@ trial ended; `recovery`: trials whose process or supervisor is gone; `study`: th
 sampler and pruner; `space`: suggested values into a config; `slots`: `--devices`; `parent`:
 the study's MLflow parent run; `optuna_internals`: the one door to Optuna's private pieces.
 
+`summary`: what a search prints at its end.
+
 May import: optuna, `experiments.config`, `experiments.run` (a trial is a run),
+`experiments.ui` (links, hints and the runs view a search shows), `experiments.quiet`,
 `tracking.mlflow`.
 """

@@ -137,7 +137,7 @@ def _sorted(frame: Any, metric: MainMetric | None, key: str | None = None) -> An
             f"{', '.join(c for c in frame.columns if c != 'run_id')}"
         )
     higher = metric.higher_is_better if metric and by == metric.name else higher_is_better(by)
-    values = frame[by].map(_number)
+    values = frame[by].map(as_number)
     ascending = not higher if values.notna().any() else True
     order = (values if values.notna().any() else frame[by].astype(str)).sort_values(
         ascending=ascending, na_position="last", kind="stable"
@@ -189,7 +189,7 @@ def _row(run: Any) -> dict[str, Any]:
     return row
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -202,7 +202,7 @@ def _number(value: Any) -> float | None:
 def cell(value: Any, key: str = "") -> str:
     """A value as a person reads it: 4 significant digits; a learning rate in scientific
     notation; nothing for a missing one."""
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return (
             "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
@@ -247,18 +247,18 @@ def runs_columns(frame: Any, *, wide: bool) -> list[Column]:
     quality = compared_metrics(metrics)
     if metric is not None and metric.name in quality:
         quality.remove(metric.name)
-        columns.append(_numbers(frame, metric.name, rank=0))
+        columns.append(number_column(frame, metric.name, rank=0))
     for name in sorted(quality, key=lambda m: (not m.startswith("val"), m)):
-        columns.append(_numbers(frame, name, rank=2 if name.startswith("val") else 5))
+        columns.append(number_column(frame, name, rank=2 if name.startswith("val") else 5))
     params = differing or [p for p in COMPARED_PARAMS if p in frame.columns]
     for name in sorted(params, key=_param_order):  # what users compare first
-        columns.append(_numbers(frame, name, rank=3 if name in COMPARED_PARAMS else 6))
+        columns.append(number_column(frame, name, rank=3 if name in COMPARED_PARAMS else 6))
     if wide:
         bookkeeping = [m for m in metrics if m not in compared_metrics(metrics)]
-        columns += [_numbers(frame, m, rank=7) for m in sorted(bookkeeping)]
+        columns += [number_column(frame, m, rank=7) for m in sorted(bookkeeping)]
         shown = {c.header for c in columns}
         columns += [
-            _numbers(frame, p, rank=7)
+            number_column(frame, p, rank=7)
             for p in frame.columns
             if _is_param(p, frame) and p not in shown
         ]
@@ -299,16 +299,16 @@ def _is_param(column: str, frame: Any) -> bool:
     return column in frame.attrs.get("params", ())
 
 
-def _numbers(frame: Any, key: str, *, rank: int) -> Column:
+def number_column(frame: Any, key: str, *, rank: int) -> Column:
     cells = [cell(v, key) for v in frame[key]]
-    numeric = all(_number(v) is not None for v in frame[key] if cell(v, key))
+    numeric = all(as_number(v) is not None for v in frame[key] if cell(v, key))
     return Column(key, cells, rank=rank, right=numeric)
 
 
 def _best_row(frame: Any, metric: MainMetric | None) -> int | None:
     if metric is None or metric.name not in frame.columns:
         return None
-    values = frame[metric.name].map(_number)
+    values = frame[metric.name].map(as_number)
     if not values.notna().any():
         return None
     return int(values.idxmax() if metric.higher_is_better else values.idxmin())
@@ -357,85 +357,3 @@ def records(frame: Any) -> list[dict[str, Any]]:
 
 def to_json(frame: Any) -> str:
     return json.dumps(records(frame), indent=2, default=str)
-
-
-# A study's trials.
-
-
-def study_frame(tracking_uri: str, study: str) -> Any:
-    """The trials of `study` (child runs of its parent runs), best first by their value (the
-    best epoch's metric, as told to Optuna)."""
-    import pandas as pd
-
-    from experiments.tracking_setup import tracking_store
-    from tracking.mlflow.queries import tagged_runs
-
-    runs = tracking_store(tracking_uri, create=False)
-    parents = tagged_runs(runs, {"harness.study": study, "harness.role": "study"})
-    if not parents:
-        raise UsageError(
-            f"no study '{study}' in {tracking_uri}: name a study that harness search ran "
-            "there (its parent run is tagged harness.study), or pass its --tracking-uri"
-        )
-    tags = parents[0].data.tags
-    metric = tags.get("harness.search_metric", "val_loss").split(",")[0]
-    higher = tags.get("harness.search_direction", "minimize").split(",")[0] == "maximize"
-    rows = []
-    for parent in parents:
-        for run in runs.child_runs(parent):
-            row = {
-                "trial": int(run.data.tags.get("harness.trial_number", -1)),
-                "state": run.data.tags.get("harness.trial_state", run.info.status),
-                "device": run.data.tags.get("harness.device", ""),
-                "value": _first_value(run.data.tags.get("harness.trial_value")),
-                metric: run.data.metrics.get(metric),  # at the last epoch
-                "run_id": run.info.run_id,
-            }
-            row.update(json.loads(run.data.tags.get("harness.trial_params", "{}")))
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame = frame.sort_values(
-        ["value", "trial"], ascending=[not higher, True], na_position="last"
-    ).reset_index(drop=True)
-    frame.attrs["main_metric"] = MainMetric(metric, higher)
-    return frame
-
-
-def print_study(frame: Any, *, wide: bool = False, echo: Callable[[str], None] = print) -> None:
-    """Print a study's trials (from `study_frame`) as the fitted table, best first."""
-    if frame.empty:
-        echo("no trials yet")
-        return
-    metric: MainMetric = frame.attrs["main_metric"]
-    values = frame["value"].map(_number)
-    best = 0 if values.notna().any() else None
-    ids = short_ids([str(r) for r in frame["run_id"]])
-    fixed = {"trial", "state", "device", "value", metric.name, "run_id"}
-    columns = [
-        Column(
-            "trial",
-            [f"{'*' if i == best else ' '}{t}" for i, t in enumerate(frame["trial"])],
-            rank=0,
-            right=True,
-        ),
-        Column("state", [cell(v) for v in frame["state"]], rank=1),
-        Column("device", [cell(v) for v in frame["device"]], rank=2),
-        _numbers(frame, "value", rank=0),
-        _numbers(frame, metric.name, rank=5),
-        Column("run", ids, rank=1),
-    ]
-    params = [c for c in frame.columns if c not in fixed]
-    columns += [_numbers(frame, p, rank=3) for p in params]
-    table = printed(
-        columns,
-        wide=wide,
-        best=f"value: the best epoch's {metric.described}" if best is not None else None,
-    )
-    for line in [*table.lines, *table.notes]:
-        echo(line)
-
-
-def _first_value(text: str | None) -> float | None:
-    return float(text.split(",")[0]) if text else None

@@ -595,7 +595,7 @@ def test_verbose_shows_the_traceback_of_the_user_s_own_code(
 def test_our_warnings_read_as_one_line_and_others_keep_their_form() -> None:
     import warnings
 
-    from experiments.cli import _one_line_warnings
+    from experiments.exits import _one_line_warnings
     from tests.paths import ROOT
 
     ours = str(ROOT / "harness" / "checkpoints" / "policy.py")

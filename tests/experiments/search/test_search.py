@@ -165,7 +165,7 @@ def test_a_pool_of_placeholder_gpus_runs_one_trial_per_device_as_child_runs(
     (version,) = client.search_model_versions("name = 'pool'")
     assert version.run_id == children[str(best.number)].info.run_id
     # harness runs --study: the trials, best first.
-    from experiments.ui.runs_table import study_frame
+    from experiments.ui.study_table import study_frame
 
     frame = study_frame(mlflow_uri, "pool")
     assert list(frame["trial"])[0] == best.number

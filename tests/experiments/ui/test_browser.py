@@ -246,7 +246,10 @@ def test_a_search_s_parent_reads_as_its_best_trial_and_a_pruned_trial_is_not_fai
     assert "Sort: val_accuracy" in text  # the search's metric, best first
     # The parent's row carries the best trial's final metrics, as that trial's row would.
     best_run = client.get_run(study.best_trial.user_attrs["harness.run_id"])
-    parent = page.locator("[role=row]", has_text=f"search {result.study}").first.inner_text()
+    # The grid draws a row in parts (pinned name, scrolled columns): all parts of its index.
+    named = page.locator("[role=row]", has_text=f"search {result.study}").first
+    index = named.get_attribute("row-index")
+    parent = " ".join(page.locator(f'[role=row][row-index="{index}"]').all_inner_texts())
     shown = f"{best_run.data.metrics['val_accuracy']:.3f}"[:4]
     assert shown in parent, parent
     # Its page: the search's settings as params, and a description naming the best trial.
