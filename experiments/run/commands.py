@@ -64,20 +64,26 @@ def resume(
     run_id = resolve_run_id(uri, run_id)
     import_tensorflow_quietly(verbose=verbose)  # reading the checkpoint imports it
     loaded, point = find_resume_point(run_id, uri, overrides, config)
+    short = run_id[:8]
     if point.finished:
+        from experiments.ui.hints import line
+
+        epochs = f"{point.epoch} epoch{'s' if point.epoch != 1 else ''}"
+        flags = ["--tracking-uri", tracking_uri] if tracking_uri else []
         echo(
-            f"run {run_id} has trained {point.epoch} epochs (trainer.epochs="
-            f"{loaded.trainer.epochs}): nothing left to train, nothing changed. To train it "
-            f"longer: harness resume {run_id} trainer.epochs=N (N > {point.epoch})"
+            f"run {short} has trained {epochs} of trainer.epochs={loaded.trainer.epochs}: "
+            "nothing left to train, nothing changed"
         )
+        hint = line("harness", "resume", short, "trainer.epochs=N", *flags)
+        echo(f"  to train it longer: {hint}  (N > {point.epoch})")
         return
     from experiments.run.run import run_experiment
 
     if point.state is None:
-        echo(f"resuming run {run_id} from the beginning (it was stopped before training)")
+        echo(f"resuming run {short} from the beginning (it was stopped before training)")
     else:
         echo(
-            f"resuming run {run_id} at optimizer step {point.step} (epoch {point.epoch + 1}, "
+            f"resuming run {short} at optimizer step {point.step} (epoch {point.epoch + 1}, "
             f"after batch {point.batch})"
         )
     command = shlex.join(["harness", "resume", run_id, *overrides])

@@ -6,24 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from experiments.ui.hints import line
 from experiments.ui.links import run_url, ui_address
+from experiments.ui.numbers import readable
 
 if TYPE_CHECKING:
     from experiments.search.start import SearchResult
 
 
-def rounded(value: Any) -> str:
-    """A value as a person reads it: 4 significant digits, small rates in scientific
-    notation."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value != 0 and abs(value) < 1e-3:
-        return f"{value:.3e}"
-    return f"{value:.4g}"
-
-
 def params_text(params: dict[str, Any]) -> str:
     """`optimizer.name=adam, optimizer.learning_rate=2.372e-02, ...`, values rounded."""
-    return ", ".join(f"{path}={rounded(value)}" for path, value in params.items())
+    return ", ".join(f"{path}={readable(value, path)}" for path, value in params.items())
 
 
 def summary_lines(result: SearchResult) -> list[str]:
@@ -33,12 +24,13 @@ def summary_lines(result: SearchResult) -> list[str]:
     best = result.best
     if best is not None:
         values = ", ".join(
-            f"{metric} {rounded(float(value))}"
+            f"{metric} {readable(float(value))}"
             for metric, value in zip(result.metrics, best["values"], strict=False)
         )
         run = f" (run {best['run_id'][:8]})" if best.get("run_id") else ""
         lines.append(f"  best:       trial {best['number']}, {values}{run}")
-        lines += [f"              {path} = {rounded(v)}" for path, v in best["params"].items()]
+        params = best["params"].items()
+        lines += [f"              {path} = {readable(v, path)}" for path, v in params]
     else:
         lines.append("  best:       no trial completed")
     uri = result.tracking_uri

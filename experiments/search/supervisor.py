@@ -36,7 +36,8 @@ from experiments.search.recovery import (
 from experiments.search.slots import Slot
 from experiments.search.space import suggest
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
-from experiments.search.summary import params_text, rounded
+from experiments.search.summary import params_text
+from experiments.ui.numbers import readable
 from tracking.owner import owner
 
 
@@ -259,7 +260,7 @@ class Supervisor:
         took = time.monotonic() - running.started
         if outcome is Outcome.COMPLETE:
             values = ", ".join(
-                f"{metric} {rounded(float(value))}"
+                f"{metric} {readable(float(value))}"
                 for metric, value in zip(self.search.metrics, frozen.values or [], strict=False)
             )
             self.echo(
@@ -271,7 +272,7 @@ class Supervisor:
             at = ""
             if reported:
                 epoch = max(reported)
-                at = f" at epoch {epoch} ({self.search.metrics[0]} {rounded(reported[epoch])})"
+                at = f" at epoch {epoch} ({self.search.metrics[0]} {readable(reported[epoch])})"
             self.echo(f"trial {number} pruned on {where} after {took:.0f} s{at}")
             return
         if outcome is Outcome.BAD_INPUT:  # the search stops with its line

@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
         "mlflow.parentRunId": spec.parent_run_id,
         "harness.study": spec.study,
         "harness.trial_number": str(number),
+        "harness.search_metric": ",".join(spec.metrics),  # what ranks it among the trials
+        "harness.search_direction": ",".join(spec.directions),
         "harness.device": os.environ.get(DEVICE_ENV, ""),  # the slot: gpu0, cpu1, ...
         "harness.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "harness.trial_log": spec.log,

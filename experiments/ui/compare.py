@@ -9,9 +9,10 @@ from typing import Any
 from experiments.errors import UsageError
 from experiments.ui.compare_view import compared_metrics
 from experiments.ui.links import compare_url, ui_address
+from experiments.ui.numbers import readable
 from experiments.ui.run_ids import resolve_run_id, short_ids
-from experiments.ui.runs_table import cell, differing_params, main_metric
-from experiments.ui.text_table import Column, fit, render, terminal_width
+from experiments.ui.runs_table import differing_params, main_metric
+from experiments.ui.text_table import Column, fit, listed, render, terminal_width
 
 
 def compare_runs(
@@ -43,9 +44,9 @@ def compare_runs(
     rows: list[tuple[str, list[str]]] = [("name", [run.info.run_name or "" for run in found])]
     ordered = sorted(metrics, key=lambda m: (m != getattr(metric, "name", None), m))
     for name in ordered:
-        rows.append((name, [cell(run.data.metrics.get(name), name) for run in found]))
+        rows.append((name, [readable(run.data.metrics.get(name), name) for run in found]))
     for name in differing:
-        rows.append((name, [cell(run.data.params.get(name), name) for run in found]))
+        rows.append((name, [readable(run.data.params.get(name), name) for run in found]))
     columns = [Column("", [key for key, _ in rows], rank=0)]
     for index, header in enumerate(headers):
         cells = [values[index] for _, values in rows]
@@ -58,7 +59,7 @@ def compare_runs(
     if metric is not None and best is not None:
         echo(f"* best by {metric.described}")
     if dropped:
-        echo(f"left out to fit the terminal: runs {', '.join(c.header for c in dropped)}")
+        echo(f"left out to fit the terminal: runs {listed([c.header for c in dropped])}")
     address = ui_address(tracking_uri)
     serving = "" if tracking_uri.startswith("http") else " (after harness ui)"
     echo(f"MLflow compare page{serving}:")

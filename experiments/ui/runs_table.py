@@ -18,8 +18,9 @@ from typing import Any
 
 from experiments.errors import UsageError
 from experiments.ui.compare_view import COMPARED_PARAMS, compared_metrics
+from experiments.ui.numbers import as_number, readable
 from experiments.ui.run_ids import short_ids
-from experiments.ui.text_table import Column, fit, render, terminal_width
+from experiments.ui.text_table import Column, fit, listed, render, terminal_width
 
 _SHOWN = ("run_id", "run_name", "status", "dataset")
 
@@ -107,9 +108,9 @@ def main_metric(found: Sequence[Any], columns: Iterable[str]) -> MainMetric | No
     """What ranks these runs: a search's metric, else the checkpoint monitor most runs have,
     else val_loss, val_accuracy or loss, whichever they logged."""
     columns = set(columns)
-    for run in found:
+    for run in found:  # a study's parent or its trials
         tags = run.data.tags
-        if tags.get("harness.role") == "study" and tags.get("harness.search_metric"):
+        if tags.get("harness.search_metric"):
             name = tags["harness.search_metric"].split(",")[0]
             direction = tags.get("harness.search_direction", "minimize").split(",")[0]
             if name in columns:
@@ -189,37 +190,6 @@ def _row(run: Any) -> dict[str, Any]:
     return row
 
 
-def as_number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-def cell(value: Any, key: str = "") -> str:
-    """A value as a person reads it: 4 significant digits; a learning rate in scientific
-    notation; nothing for a missing one."""
-    number = as_number(value)
-    if number is None:
-        return (
-            "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-        )
-    if isinstance(value, str) and not _looks_numeric(value):
-        return value
-    if "learning_rate" in key or key.endswith(".lr") or key == "lr":
-        return f"{number:.2e}"
-    if number.is_integer() and abs(number) < 1e6:
-        return str(int(number))
-    return f"{number:.4g}"
-
-
-def _looks_numeric(text: str) -> bool:
-    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity", "true", "false")
-
-
 # What the printed table shows.
 
 
@@ -240,8 +210,8 @@ def runs_columns(frame: Any, *, wide: bool) -> list[Column]:
     marks = ["*" if i == best else " " for i in range(len(frame))]
     columns = [
         Column("run", [f"{m}{r}" for m, r in zip(marks, ids, strict=True)], rank=0),
-        Column("name", [cell(v) for v in frame["run_name"]], rank=4),
-        Column("status", [cell(v) for v in frame["status"]], rank=1),
+        Column("name", [readable(v) for v in frame["run_name"]], rank=4),
+        Column("status", [readable(v) for v in frame["status"]], rank=1),
     ]
     metrics = [c for c in frame.columns if c not in _SHOWN and not _is_param(c, frame)]
     quality = compared_metrics(metrics)
@@ -262,7 +232,7 @@ def runs_columns(frame: Any, *, wide: bool) -> list[Column]:
             for p in frame.columns
             if _is_param(p, frame) and p not in shown
         ]
-        columns.append(Column("dataset", [cell(v) for v in frame["dataset"]], rank=7))
+        columns.append(Column("dataset", [readable(v) for v in frame["dataset"]], rank=7))
     return columns
 
 
@@ -300,8 +270,8 @@ def _is_param(column: str, frame: Any) -> bool:
 
 
 def number_column(frame: Any, key: str, *, rank: int) -> Column:
-    cells = [cell(v, key) for v in frame[key]]
-    numeric = all(as_number(v) is not None for v in frame[key] if cell(v, key))
+    cells = [readable(v, key) for v in frame[key]]
+    numeric = all(as_number(v) is not None for v in frame[key] if readable(v, key))
     return Column(key, cells, rank=rank, right=numeric)
 
 
@@ -324,7 +294,7 @@ def printed(columns: Sequence[Column], *, wide: bool, best: str | None) -> Print
     if best:
         notes.append(f"* best by {best}")
     if dropped:
-        names = ", ".join(c.header for c in dropped)
+        names = listed([c.header for c in dropped])
         notes.append(f"left out to fit the terminal: {names} (--wide shows them)")
     if width is not None:
         notes = [part for note in notes for part in textwrap.wrap(note, width)]

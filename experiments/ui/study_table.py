@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from experiments.errors import UsageError
+from experiments.ui.numbers import as_number, readable
 from experiments.ui.run_ids import short_ids
-from experiments.ui.runs_table import MainMetric, as_number, cell, number_column, printed
+from experiments.ui.runs_table import MainMetric, number_column, printed
 from experiments.ui.text_table import Column
 
 
@@ -70,8 +71,8 @@ def print_study(frame: Any, *, wide: bool = False, echo: Callable[[str], None] =
             rank=0,
             right=True,
         ),
-        Column("state", [cell(v) for v in frame["state"]], rank=1),
-        Column("device", [cell(v) for v in frame["device"]], rank=2),
+        Column("state", [readable(v) for v in frame["state"]], rank=1),
+        Column("device", [readable(v) for v in frame["device"]], rank=2),
         number_column(frame, "value", rank=0),
         number_column(frame, metric.name, rank=5),
         Column("run", ids, rank=1),

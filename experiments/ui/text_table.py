@@ -75,3 +75,10 @@ def render(columns: Sequence[Column]) -> list[str]:
         GAP.join("-" * w for w in widths),
         *(line([c.cells[i] for c in columns]) for i in range(rows)),
     ]
+
+
+def listed(names: Sequence[str], limit: int = 6) -> str:
+    """`a, b, c` or, past `limit` names, `a, b, c, d, e, f and 14 more`."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"

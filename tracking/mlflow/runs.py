@@ -265,17 +265,23 @@ class MlflowRuns:
             self.retry(functools.partial(self.client.delete_logged_model, model_id))
         return pending
 
+    def run_models(self, experiment_id: str, run_id: str, name: str) -> list[Any]:
+        """The logged models named `name` that the run `run_id` logged (searched by the
+        store, not read whole)."""
+        query = f"source_run_id = '{run_id}' AND name = '{name}'"
+        return list(
+            self.retry(
+                lambda: self.client.search_logged_models([experiment_id], filter_string=query)
+            )
+        )
+
     def drop_superseded_models(
         self, run_id: str, experiment_id: str, *, name: str, keep: str
     ) -> list[str]:
         """Delete the run's earlier logged models named `name` (a resumed run exported again:
         `keep` is the current one), so a run shows one model per name; their ids."""
-        logged = self.retry(lambda: self.client.search_logged_models([experiment_id]))
-        older = [
-            m.model_id
-            for m in logged
-            if m.source_run_id == run_id and m.name == name and m.model_id != keep
-        ]
+        logged = self.run_models(experiment_id, run_id, name)
+        older = [m.model_id for m in logged if m.model_id != keep]
         for model_id in older:
             self.retry(functools.partial(self.client.delete_logged_model, model_id))
         return older
@@ -295,8 +301,7 @@ class MlflowRuns:
         `model_tags`, if missing); the version, or None when the run has no such model or is
         already a version of `name`."""
         experiment_id = self.get_run(run_id).info.experiment_id
-        logged = self.retry(lambda: self.client.search_logged_models([experiment_id]))
-        found = [m for m in logged if m.source_run_id == run_id and m.name == model]
+        found = self.run_models(experiment_id, run_id, model)
         if not found:
             return None
         try:

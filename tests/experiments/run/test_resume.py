@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.cli import main
+from experiments.ui.hints import line as hint
 from tests.experiments.configs import write_config
 from tests.paths import ROOT
 
@@ -127,7 +128,7 @@ def test_a_killed_run_resumes_bit_for_bit_in_the_same_mlflow_run(
 
     assert main(["resume", killed.info.run_id[:8], "--tracking-uri", mlflow_uri]) == 0  # a prefix
     out = capsys.readouterr().out
-    assert f"resuming run {killed.info.run_id} at optimizer step" in out
+    assert f"resuming run {killed.info.run_id[:8]} at optimizer step" in out
     runs = client.search_runs([client.get_experiment_by_name(f"kill-{engine}").experiment_id])
     assert [r.info.run_id for r in runs] == [killed.info.run_id]  # one run, continued
     assert runs[0].info.status == "FINISHED"
@@ -171,8 +172,9 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     capsys.readouterr()
     assert main(["resume", run_id, *uri]) == 0
     assert capsys.readouterr().out == (
-        f"run {run_id} has trained 1 epochs (trainer.epochs=1): nothing left to train, "
-        f"nothing changed. To train it longer: harness resume {run_id} trainer.epochs=N (N > 1)\n"
+        f"run {run_id[:8]} has trained 1 epoch of trainer.epochs=1: nothing left to train, "
+        f"nothing changed\n  to train it longer: "
+        f"{hint('harness', 'resume', run_id[:8], 'trainer.epochs=N', *uri)}  (N > 1)\n"
     )
     assert len(client.search_logged_models([experiment])) == 1  # no second export
 
@@ -190,8 +192,9 @@ def test_a_finished_run_trains_on_and_resume_refuses_what_it_cannot_continue(
     capsys.readouterr()
     assert main(["resume", run_id, "trainer.epochs=1", *uri]) == 0
     assert capsys.readouterr().out == (
-        f"run {run_id} has trained 2 epochs (trainer.epochs=1): nothing left to train, "
-        f"nothing changed. To train it longer: harness resume {run_id} trainer.epochs=N (N > 2)\n"
+        f"run {run_id[:8]} has trained 2 epochs of trainer.epochs=1: nothing left to train, "
+        f"nothing changed\n  to train it longer: "
+        f"{hint('harness', 'resume', run_id[:8], 'trainer.epochs=N', *uri)}  (N > 2)\n"
     )
     assert [m.value for m in client.get_metric_history(run_id, "epoch")] == [1.0, 2.0]
     assert [m.model_id for m in client.search_logged_models([experiment])] == [models[0].model_id]
@@ -286,7 +289,7 @@ def test_sigterm_saves_marks_killed_and_resumes_and_a_run_killed_before_training
         shutil.rmtree(saved_at_step_0)  # as if killed a moment earlier, before it was written
     assert main(["resume", run.info.run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
-    assert f"resuming run {run.info.run_id} from the beginning" in out
+    assert f"resuming run {run.info.run_id[:8]} from the beginning" in out
     (resumed,) = client.search_runs([client.get_experiment_by_name("early").experiment_id])
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
     assert resumed.data.tags["harness.resumed_from"].startswith("the beginning")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from experiments.search.start import SearchResult
-from experiments.search.summary import params_text, rounded, summary_lines
+from experiments.search.summary import params_text, summary_lines
+from experiments.ui.numbers import readable
 
 
 def test_the_end_of_a_search_is_rounded_and_fits_80_columns() -> None:
@@ -30,7 +31,7 @@ def test_the_end_of_a_search_is_rounded_and_fits_80_columns() -> None:
     lines = summary_lines(result)
     assert lines[0] == "study 'digits-search' done: 16 trials (7 complete, 9 pruned, 0 failed)"
     assert lines[1] == "  best:       trial 14, val_accuracy 0.9889 (run 48b580e5)"
-    assert "              optimizer.learning_rate = 0.01174" in lines
+    assert "              optimizer.learning_rate = 1.174e-02"  # a rate: scientific in lines
     assert "              optimizer.params.momentum = 4.233e-04" in lines  # small: scientific
     assert "0.98888" not in "\n".join(lines)  # no raw float anywhere
     links = [line for line in lines if "http://" in line or "harness " in line]
@@ -40,7 +41,11 @@ def test_the_end_of_a_search_is_rounded_and_fits_80_columns() -> None:
 
 
 def test_values_read_as_a_person_writes_them() -> None:
-    assert rounded(0.10000000149011612) == "0.1"
-    assert rounded(0.00021435095535798573) == "2.144e-04"
-    assert rounded(128) == "128" and rounded("adam") == "adam" and rounded(True) == "True"
+    assert readable(0.10000000149011612) == "0.1"
+    assert readable(0.00021435095535798573) == "2.144e-04"
+    assert readable(128) == "128" and readable("adam") == "adam" and readable(True) == "True"
+    assert readable(None) == "" and readable(float("nan")) == "" and readable("nan") == "nan"
+    # Learning rates: scientific, to 4 significant digits, so close ones stay apart.
+    rates = [readable(v, "optimizer.learning_rate") for v in (0.011712, 0.011743, 3e-4, "0.05")]
+    assert rates == ["1.171e-02", "1.174e-02", "3e-04", "5e-02"]
     assert params_text({"a.b": 0.123456, "c": "sgd"}) == "a.b=0.1235, c=sgd"

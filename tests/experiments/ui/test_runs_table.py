@@ -100,7 +100,7 @@ def test_the_runs_table_fits_the_terminal_best_first_with_whole_ids(
     else:
         assert "learning_rate" in header and "batch_size" in header  # short names
         assert names[:4] == ["run", "name", "status", "val_loss"]
-        assert "3.00e-04" in rows[0]  # a learning rate in scientific notation
+        assert "3e-04" in rows[0]  # a learning rate in scientific notation
 
 
 def test_wide_csv_and_json_show_every_column_in_full(
@@ -182,10 +182,41 @@ def test_compare_shows_what_differs_side_by_side_with_the_best_marked(
     assert rows["val_loss"] == ["0.2146", "0.1023", "0.4012"]  # the main metric first
     assert list(rows).index("val_loss") < list(rows).index("accuracy")
     assert rows["optimizer.name"] == ["adam", "adam", "sgd"]
-    assert rows["optimizer.learning_rate"] == ["1.00e-03", "3.00e-04", "5.00e-02"]
+    assert rows["optimizer.learning_rate"] == ["1e-03", "3e-04", "5e-02"]
     assert "trainer.epochs" not in rows  # the same in every run
     link = unquote(lines[-1].strip())
     assert "/#/compare-runs?runs=" in link
     assert all(run_id in link for run_id in (ids[0], ids[1], ids[2]))
     assert main(["compare", ids[0], "--tracking-uri", uri]) == 2
     assert "name at least two runs" in capsys.readouterr().err
+
+
+def test_trials_of_a_study_are_ranked_by_the_study_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = MlflowRuns(uri)
+    experiment = runs.experiment_id("study")
+    ids = []
+    # Trial 0 has the lower val_loss, trial 1 the higher val_accuracy, the study's metric.
+    for number, (val_loss, val_accuracy) in enumerate([(0.1, 0.90), (0.3, 0.95)]):
+        tags = {
+            "harness.study": "s",
+            "harness.trial_number": str(number),
+            "harness.search_metric": "val_accuracy",
+            "harness.search_direction": "maximize",
+        }
+        run_id = runs.create_run(experiment, run_name=f"trial {number}", tags=tags)
+        runs.log_params(run_id, {"optimizer.learning_rate": str(0.011712 + number * 3e-5)})
+        runs.log_metric(run_id, "val_loss", val_loss, step=1)
+        runs.log_metric(run_id, "val_accuracy", val_accuracy, step=1)
+        runs.set_status(run_id, "FINISHED")
+        ids.append(run_id)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["compare", ids[0], ids[1], "--tracking-uri", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [ids[0][:8], f"*{ids[1][:8]}"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+    assert list(rows)[1] == "val_accuracy"  # the study's metric first, after the name
+    assert rows["optimizer.learning_rate"] == ["1.171e-02", "1.174e-02"]  # close, told apart
+    assert "* best by val_accuracy (highest)" in lines
