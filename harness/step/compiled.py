@@ -53,7 +53,7 @@ def compiled_functions(
         model.jit_compile,
         model.run_eagerly,
         ema,
-        gradients,
+        None if gradients is None else gradients.trace_key,  # equal settings share a trace
         len(model.trainable_variables),  # unfreezing layers retraces, once
     )
     cached = _COMPILED.setdefault(model, {}).get(settings)

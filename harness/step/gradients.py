@@ -24,6 +24,7 @@ then run inside `apply` on what the pipeline passes on.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
@@ -41,6 +42,12 @@ __all__ = ["NAN_POLICIES", "GradientPipeline", "NanPolicy", "NonFiniteGradients"
 
 NanPolicy = Literal["raise", "stop", "skip_step"]
 NAN_POLICIES: tuple[str, ...] = get_args(NanPolicy)
+
+# The variables of every built pipeline, by model and settings: a pipeline with the same
+# settings on the same model (a second `train()`) shares them, and so the step traced with them.
+_BUILT: weakref.WeakKeyDictionary[keras.Model, dict[tuple[Any, ...], tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class GradientPipeline:
@@ -89,11 +96,31 @@ class GradientPipeline:
         self._variables: dict[str, Any] | None = None
         self._accumulators: list[Any] = []
 
+    @property
+    def settings(self) -> tuple[Any, ...]:
+        """What the traced step depends on besides the variables: equal settings on one
+        model share the variables and the trace."""
+        multipliers = tuple((id(v), m) for v, m in self.lr_multipliers)
+        return (self.accumulation_steps, self.on_nan, self.measure, multipliers)
+
+    @property
+    def trace_key(self) -> tuple[Any, ...]:
+        """The settings and the variables (built): the compiled step's cache key."""
+        self.build()
+        return (self.settings, id(self._variables))
+
     def build(self) -> None:
-        """Create the pipeline's variables; after the optimizer is built, before tracing."""
+        """Create the pipeline's variables (or share those of a pipeline with the same
+        settings on the same model, built for the same optimizer); after the optimizer is
+        built, before tracing."""
         if self._variables is not None:
             return
         optimizer = keras_internals.inner_optimizer(self.model.optimizer)
+        built = _BUILT.setdefault(self.model, {})
+        shared = built.get(self.settings)
+        if shared is not None and shared[0]() is optimizer:
+            self._variables, self._accumulators = shared[1], shared[2]
+            return
         with self.model.distribute_strategy.scope():
             self._variables = {
                 "grad_norm": keras.Variable(0.0, "float32", trainable=False, name="grad_norm"),
@@ -113,6 +140,7 @@ class GradientPipeline:
                     )
                     for i, v in enumerate(keras_internals.optimizer_variables(optimizer))
                 ]
+        built[self.settings] = (weakref.ref(optimizer), self._variables, self._accumulators)
 
     def start_epoch(self, batches_left: int | None) -> None:
         """The epoch (or, resumed, its rest) has `batches_left` batches (None: not known):

@@ -249,3 +249,33 @@ def test_batch_hooks_set_on_the_instance_are_called(engine: str) -> None:
     )
     train(make_model(), make_data(), engine=engine, epochs=1, callbacks=[callback])
     assert seen == [(kind, batch) for batch in range(10) for kind in ("begin", "end")]
+
+
+class _CountingLoss(keras.losses.SparseCategoricalCrossentropy):
+    """Counts its Python calls: one per trace of a step, none per executed step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.traces = 0
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        self.traces += 1
+        return super().call(y_true, y_pred)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_second_train_of_the_same_model_reuses_its_traced_step(engine: str) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, "softmax")])
+    loss = _CountingLoss()
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    data = prepare_data(digits(64), batch_size=32, validation_split=0.25)
+    train(model, data, engine=engine, epochs=1)
+    traced = loss.traces
+    assert traced >= 1
+    train(model, data, engine=engine, epochs=2)  # the default pipeline: nothing retraced
+    train(model, data, engine=engine, epochs=1, gradients=GradientPipeline(model))  # equal
+    assert loss.traces == traced
+    assert int(model.optimizer.iterations) == 4 * 2  # every call trained: 4 epochs of 2
+    train(model, data, engine=engine, epochs=1, gradients=GradientPipeline(model, measure=False))
+    assert loss.traces > traced  # other settings: another step
