@@ -8,7 +8,7 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from experiments.config.urls import postgres_driver_problem
@@ -102,6 +102,16 @@ def process_tags() -> dict[str, str]:
     return {"harness.host": socket.gethostname(), PROCESS_TAG: owner()}
 
 
+def _memory_growth(tf: Any) -> dict[str, str]:
+    """`harness.gpu_memory_growth`: `on` when every visible GPU allocates as it needs, `off`
+    when one holds its memory whole; no tag without a GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return {}
+    growing = all(tf.config.experimental.get_memory_growth(gpu) for gpu in gpus)
+    return {"harness.gpu_memory_growth": "on" if growing else "off"}
+
+
 def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
     """Tags every run carries, namespaced `harness.*` beside MLflow's own `mlflow.*`.
 
@@ -116,6 +126,7 @@ def run_tags(*, engine: str, config_path: str | None) -> dict[str, str]:
         "harness.keras_version": keras.__version__,
         "harness.python_version": platform.python_version(),
         "harness.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
+        **_memory_growth(tf),
         **process_tags(),
         "mlflow.user": user_name(),
         "mlflow.source.type": "LOCAL",

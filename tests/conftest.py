@@ -12,6 +12,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ["XDG_CACHE_HOME"] = __import__("tempfile").mkdtemp(prefix="harness-tests-cache-")
 
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -58,3 +59,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
             f"{library} {importlib.metadata.version(library)} no longer works as {module} "
             f"expects ({item.name}): update {module} for it.\n{report.longrepr}"
         )
+
+
+@pytest.fixture
+def postgres_databases() -> Any:
+    """Two fresh PostgreSQL databases on 127.0.0.1:5432: Optuna's and MLflow's (both use
+    alembic, so they cannot share one), dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    names = [f"harness_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
+    server = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(server, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"CREATE DATABASE {name}")
+    yield [f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" for name in names]
+    with psycopg.connect(server, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

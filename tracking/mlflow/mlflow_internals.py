@@ -7,6 +7,9 @@
 - A data set as the run input MLflow's own `mlflow.log_input` would make
   (`Dataset._to_mlflow_entity`, `DatasetSource._get_source_type`), logged through
   `MlflowClient.log_inputs` with an explicit run id instead of the fluent active run.
+- Writing a batch of metric points into a SQL store in one statement (`bulk_log_metrics`):
+  the store's session maker, run checks, value rules and latest-metric update, with
+  MLflow's `metrics` table model.
 - The Keras flavor's loader, `mlflow.keras.load._load_keras_model`, which keras-harness's
   MLflow plugin wraps so a logged model's recorded user code is imported when it loads.
 
@@ -24,6 +27,7 @@ from mlflow.system_metrics.metrics.base_metrics_monitor import BaseMetricsMonito
 __all__ = [
     "BaseMetricsMonitor",
     "add_sample",
+    "bulk_log_metrics",
     "dataset_entity",
     "finish_system_monitor",
     "samples",
@@ -105,3 +109,70 @@ def dataset_entity(dataset: Any) -> Any:
 def source_type(source: Any) -> str:
     """The type name a data set's source is recorded under (`code`, `local`, ...)."""
     return str(source._get_source_type())
+
+
+_VALID_NAMES: set[str] = set()  # metric names MLflow's rules accepted (checked once each)
+
+
+def bulk_log_metrics(
+    client: Any, run_id: str, points: Sequence[tuple[str, float, int, int]]
+) -> bool:
+    """Insert `points` (key, value, step, timestamp in ms) into the run's metrics as
+    `log_batch` would, in one statement; False (nothing written) when that cannot be done
+    here: not a SQL store, a point already stored (which `log_batch` skips), an MLflow whose
+    store moved on. The caller then calls `log_batch`.
+
+    `log_batch` on a SQL store builds and flushes an ORM object per point (about 120 µs of
+    CPU each); this inserts the same rows (MLflow's `metrics` table model, its NaN and
+    infinity rules) by one executemany and updates the run's latest values with MLflow's
+    own code, one point per key: a few µs per point."""
+    try:
+        import sqlalchemy
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.utils.validation import _validate_metric_name
+
+        store = client._tracking_client.store
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(store, SqlAlchemyStore) or not points:
+        return False
+    rows, seen = [], set()
+    latest: dict[str, tuple[int, int, float, bool]] = {}
+    for key, value, step, timestamp in points:
+        if (key, value, step, timestamp) in seen:
+            continue  # log_batch drops repeats within a batch
+        seen.add((key, value, step, timestamp))
+        if key not in _VALID_NAMES:
+            _validate_metric_name(key)  # raises as log_batch would
+            _VALID_NAMES.add(key)
+        is_nan, stored = store.sanitize_metric_value(float(value))
+        rows.append(
+            {
+                "run_uuid": run_id,
+                "key": key,
+                "value": stored,
+                "timestamp": int(timestamp),
+                "step": int(step),
+                "is_nan": is_nan,
+            }
+        )
+        point = (int(step), int(timestamp), stored, is_nan)
+        if key not in latest or point[:3] > latest[key][:3]:
+            latest[key] = point
+    newest = [
+        SqlMetric(run_uuid=run_id, key=key, value=v, timestamp=ts, step=step, is_nan=nan)
+        for key, (step, ts, v, nan) in latest.items()
+    ]
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+            try:
+                session.execute(sqlalchemy.insert(SqlMetric), rows)
+            except sqlalchemy.exc.IntegrityError:
+                session.rollback()  # a point already stored: log_batch knows which to skip
+                return False
+            store._update_latest_metrics_if_necessary(newest, session)
+    except (AttributeError, TypeError):  # an MLflow whose store moved on: the public way
+        return False
+    return True

@@ -207,6 +207,7 @@ def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[byte
     from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
+    from tracking.mlflow.mlflow_internals import bulk_log_metrics
     from tracking.mlflow.store import open_client
 
     client = open_client(tracking_uri)
@@ -221,8 +222,9 @@ def _serve(tracking_uri: str, run_id: str, requests: IO[bytes], replies: IO[byte
             return
         reply: Any = None
         try:
-            metrics = [Metric(key, value, ts, step) for key, value, step, ts in points]
-            client.log_batch(run_id, metrics=metrics, synchronous=True)
+            if not bulk_log_metrics(client, run_id, points):
+                metrics = [Metric(key, value, ts, step) for key, value, step, ts in points]
+                client.log_batch(run_id, metrics=metrics, synchronous=True)
         except MlflowException as exc:
             reply = ("mlflow", exc.error_code, exc.message)
         except (ValueError, TypeError) as exc:
