@@ -112,6 +112,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from harness.precision import dtype_policy, loss_scale
 
     gpus = enable_memory_growth()
+    cpus = [d for d in spec.get("devices") or [] if d.upper().startswith("CPU")]
+    if len(cpus) > 1:  # several replicas on the CPU: split it first, as tests/conftest.py does
+        import tensorflow as tf
+
+        (cpu,) = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * len(cpus)
+        )
     strategy = mirrored_strategy(spec["devices"]) if spec.get("devices") else None
     scope = strategy.scope() if strategy is not None else _nothing()
     with dtype_policy(spec.get("precision", "float32")), scope:

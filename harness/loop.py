@@ -223,6 +223,7 @@ class TrainingLoop:
             if len(model.trainable_variables) != self._trainable_count:
                 self._compile_functions()  # layers (un)frozen: one retrace, not one per step
             logs = self._train_epoch(events)
+            events.hand_over()  # the epoch's last steps reach callbacks during validation
             self._check_stop()
             self._act_on_halt()
             epoch_logs = dict(_metrics_or_logs(model, logs))

@@ -9,6 +9,7 @@ same compiled call's outputs. The loop announces it in the callback params
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -107,9 +108,16 @@ class StepEventDispatcher:
     """Delivers `on_train_step_end` to the callbacks that define it, in order.
 
     When all of them are `async_safe`, delivery (including reading the step's tensors) runs on
-    one worker thread, so the training thread never waits for a step to finish; `flush` waits
-    for what is queued (the loop flushes before `on_epoch_end` and when training stops).
+    one worker thread, so the training thread never waits for a step to finish: it keeps the
+    steps' outputs and hands them over `HAND_OVER_EVERY` steps at a time, or once
+    `HAND_OVER_AFTER_S` have passed since the last hand-over (slow steps), one wake-up of the
+    worker per hand-over rather than per step. `hand_over` sends what is kept without waiting
+    (the loop's at the end of an epoch's training batches); `flush` sends it and waits (the
+    loop flushes before `on_epoch_end`, before a checkpoint and when training stops).
     """
+
+    HAND_OVER_EVERY = 16
+    HAND_OVER_AFTER_S = 0.1
 
     def __init__(self, callbacks: Iterable[Any]) -> None:
         self._listeners = [
@@ -120,6 +128,8 @@ class StepEventDispatcher:
         )
         self._executor = ThreadPoolExecutor(1, "harness-step-events") if asynchronous else None
         self._futures: deque[Future[None]] = deque()
+        self._pending: list[tuple[int, Mapping[str, Any], StepOutputs]] = []
+        self._handed_at = time.perf_counter()
 
     def dispatch(self, batch: int, logs: Mapping[str, Any], outputs: StepOutputs) -> None:
         if not self._listeners:
@@ -127,12 +137,16 @@ class StepEventDispatcher:
         if self._executor is None:
             self._deliver(batch, logs, outputs)
             return
-        while self._futures and self._futures[0].done():
-            self._futures.popleft().result()  # re-raise a callback's error promptly
-        self._futures.append(self._executor.submit(self._deliver, batch, logs, outputs))
+        self._pending.append((batch, logs, outputs))
+        if (
+            len(self._pending) >= self.HAND_OVER_EVERY
+            or time.perf_counter() - self._handed_at >= self.HAND_OVER_AFTER_S
+        ):
+            self.hand_over()
 
     def flush(self) -> None:
         """Wait until every dispatched event is delivered; re-raise the first error."""
+        self.hand_over()
         while self._futures:
             self._futures.popleft().result()
 
@@ -144,6 +158,20 @@ class StepEventDispatcher:
             if self._executor is not None:
                 self._executor.shutdown()
                 self._executor = None
+
+    def hand_over(self) -> None:
+        """Send the kept events to the worker thread, without waiting for their delivery."""
+        self._handed_at = time.perf_counter()
+        if not self._pending or self._executor is None:
+            return
+        while self._futures and self._futures[0].done():
+            self._futures.popleft().result()  # re-raise a callback's error promptly
+        pending, self._pending = self._pending, []
+        self._futures.append(self._executor.submit(self._deliver_all, pending))
+
+    def _deliver_all(self, pending: list[tuple[int, Mapping[str, Any], StepOutputs]]) -> None:
+        for batch, logs, outputs in pending:
+            self._deliver(batch, logs, outputs)
 
     def _deliver(self, batch: int, logs: Mapping[str, Any], outputs: StepOutputs) -> None:
         event = StepEnd(

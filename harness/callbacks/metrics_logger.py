@@ -87,6 +87,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self._train_end = 0.0
         self._steps: int | None = None
         self._per_call = 1
+        self._names: dict[tuple[Any, ...], list[str]] = {}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # Fixed for the whole run: read once here, not in the per-batch hooks.
@@ -172,9 +173,12 @@ class MetricsLogger(keras.callbacks.Callback):
         values: Mapping[str, float] | None = None,
     ) -> None:
         logs, values = self._select(logs), values or {}  # values: grad_norm, loss_scale, ...
-        names = self.step_metric_names(
-            list(logs), list(values), step_prefix=self.step_prefix, kind=kind
-        )
+        shape = (tuple(logs), tuple(values), kind)
+        names = self._names.get(shape)
+        if names is None:  # the same keys every step: the names are built once
+            names = self._names[shape] = self.step_metric_names(
+                list(logs), list(values), step_prefix=self.step_prefix, kind=kind
+            )
         numbers = [*logs.values(), learning_rate, *values.values()]
         self.sink.log_metrics(dict(zip(names, numbers, strict=True)), step=step)
 

@@ -212,7 +212,7 @@ def _several_per_call(model: keras.Model, one_step: Callable[[Any], Any]) -> Cal
             # Reading the batch inside the graph avoids an eager op per step.
             return compiled_step(iterator.get_next())
 
-        return one_per_call
+        return _concrete_per_iterator(one_per_call)
 
     @tf.function(reduce_retracing=True)
     def several_per_call(iterator: Any) -> Any:
@@ -224,4 +224,21 @@ def _several_per_call(model: keras.Model, one_step: Callable[[Any], Any]) -> Cal
             outputs = compiled_step(batch.get_value())
         return outputs
 
-    return several_per_call
+    return _concrete_per_iterator(several_per_call)
+
+
+def _concrete_per_iterator(function: Any) -> Callable[[Any], Any]:
+    """`function(iterator)`, with the trace looked up once per iterator, not once per call.
+
+    A `tf.function` finds the trace for its arguments at every call, hashing the iterator's
+    whole type spec: a tenth of a millisecond or more per call, a large share of a small
+    model's step. An epoch calls with one iterator, so its concrete function is kept.
+    """
+    last: list[Any] = [None, None]  # the iterator, its concrete function
+
+    def call(iterator: Any) -> Any:
+        if last[0] is not iterator:
+            last[:] = [iterator, function.get_concrete_function(iterator)]
+        return last[1](iterator)
+
+    return call
