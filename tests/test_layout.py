@@ -16,8 +16,9 @@ DOORS = {
     "harness/keras_internals.py": "keras",
     "experiments/search/optuna_internals.py": "optuna",
     "tracking/mlflow/mlflow_internals.py": "mlflow",
+    "tracking/tensorboard_internals.py": "tensorboard",
 }
-LIBRARIES = ("keras", "tensorflow", "optuna", "mlflow")
+LIBRARIES = ("keras", "tensorflow", "optuna", "mlflow", "tensorboard")
 # Copied into every logged model's `code/` as its pyfunc loader, it must run where
 # keras-harness is not installed, so it cannot import the door; it loads the model through
 # MLflow's Keras flavor's own loader.

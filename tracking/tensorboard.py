@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tracking.sink import RunStatus, Sink, check_status
+from tracking.tensorboard_internals import fast_checksums
 
 try:
     # The pure-Python writer PyTorch's SummaryWriter uses; it borrows TensorFlow's file
@@ -46,6 +47,7 @@ class TensorBoardSink(Sink):
         self._writer = EventFileWriter(
             self._log_dir, max_queue_size=_MAX_QUEUED_EVENTS, flush_secs=flush_secs
         )
+        fast_checksums(self._writer)  # the same bytes, the checksums in C rather than Python
         self._closed = False
 
     @property

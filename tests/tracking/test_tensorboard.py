@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tracking import TensorBoardSink
@@ -39,3 +41,52 @@ def test_artifacts_and_models_are_ignored(tmp_path: Path) -> None:
     tags = events.Tags()
     assert tags["scalars"] == ["loss"]  # the metric, and nothing of the artifact or the model
     assert tags["tensors"] == [] and tags["images"] == [] and tags["graph"] is False
+
+
+@pytest.mark.door("tensorboard", "tracking/tensorboard_internals.py")
+def test_checksums_in_c_write_the_bytes_tensorboard_writes(tmp_path: Path) -> None:
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from tracking.tensorboard_internals import fast_checksums, masked_crc32c
+
+    for data in (b"", b"\x00" * 8, os.urandom(157), os.urandom(4096)):
+        assert masked_crc32c(data) == slow(data)
+    # The same events through a writer as TensorBoard makes it and one with fast checksums.
+    files = []
+    for name, fast in (("plain", False), ("fast", True)):
+        writer = EventFileWriter(str(tmp_path / name))
+        if fast:
+            assert fast_checksums(writer)
+        for step in range(3):
+            writer.add_event(_event(step))
+        writer.close()
+        (path,) = (tmp_path / name).iterdir()
+        files.append(path.read_bytes())
+    plain, fast = files
+    assert len(_records(plain)) == 4  # the file version, then the three events
+    assert _records(plain)[1:] == _records(fast)[1:]  # the same records, checksums included
+    events = EventAccumulator(str(tmp_path / "fast")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.5), (1, 0.5), (2, 0.5)]
+
+
+def _event(step: int) -> Any:
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    value = Summary.Value(tag="loss", simple_value=0.5)
+    return Event(wall_time=1.0, step=step, summary=Summary(value=[value]))
+
+
+def _records(data: bytes) -> list[bytes]:
+    """Each whole record (length, its checksum, the event, its checksum) of an event file."""
+    import struct
+
+    records, at = [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        records.append(data[at : at + 16 + length])
+        at += 16 + length
+    return records
