@@ -23,6 +23,7 @@ exits 1 if a check failed. Without a GPU it says so in one line and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -47,7 +48,9 @@ SPEED_ROWS = [  # engine, device, precision, jit
 ]
 
 
-# What one fresh process measures (`--measure SPEC`).
+# What one fresh process measures (`--measure SPECS`).
+
+_GPUS: dict[str, list[str]] = {}  # this process's GPUs, memory growth turned on once
 
 
 def problem(name: str, batch_size: int) -> tuple[Any, Any]:
@@ -111,17 +114,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from harness.devices import enable_memory_growth, mirrored_strategy
     from harness.precision import dtype_policy, loss_scale
 
-    gpus = enable_memory_growth()
+    gpus = _GPUS.setdefault("names", enable_memory_growth())  # once, before the GPU starts
     cpus = [d for d in spec.get("devices") or [] if d.upper().startswith("CPU")]
-    if len(cpus) > 1:  # several replicas on the CPU: split it first, as tests/conftest.py does
+    if len(cpus) > 1 and "split" not in _GPUS:  # replicas on the CPU: split it first, once
         import tensorflow as tf
 
         (cpu,) = tf.config.list_physical_devices("CPU")
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * len(cpus)
         )
+        _GPUS["split"] = []
     strategy = mirrored_strategy(spec["devices"]) if spec.get("devices") else None
-    scope = strategy.scope() if strategy is not None else _nothing()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with dtype_policy(spec.get("precision", "float32")), scope:
         model, data = problem(spec["model"], spec.get("batch_size", 64))
         model.compile(
@@ -157,110 +161,129 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 # The checks, run from the parent (which never imports TensorFlow).
 
 
-def gpu_names() -> list[str]:
-    """The NVIDIA GPUs `nvidia-smi` lists; none where it is missing or fails."""
+def nvidia_smi(query: str) -> list[str]:
+    """`nvidia-smi --query-gpu=QUERY`, a line per GPU; none where it is missing or fails."""
     if shutil.which("nvidia-smi") is None:
         return []
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return (
-        [line.strip() for line in done.stdout.splitlines() if line.strip()]
-        if done.returncode == 0
-        else []
+    command = ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] * (
+        done.returncode == 0
     )
 
 
-def gpu_memory_used_mib() -> list[int]:
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [int(line) for line in done.stdout.split()]
-
-
-def in_fresh_process(spec: dict[str, Any], *, visible: str) -> dict[str, Any]:
-    """`measure(spec)` in a new Python whose `CUDA_VISIBLE_DEVICES` is `visible`."""
+def in_fresh_process(specs: list[dict[str, Any]], *, visible: str) -> list[dict[str, Any]]:
+    """`measure(spec)` of each spec, one after another in one new Python whose
+    `CUDA_VISIBLE_DEVICES` is `visible`; a spec that failed gives `{"error": ...}`."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_check", "--measure", json.dumps(spec)],
+        [sys.executable, "-m", "benchmarks.gpu_check", "--measure", json.dumps(specs)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
+    results = [
+        json.loads(line[len("RESULT ") :])
+        for line in done.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    if len(results) < len(specs):  # the process died: the rest say how
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail}"}
-    return json.loads(lines[-1][len("RESULT ") :])
+        results += [{"error": f"exit {done.returncode}: {tail}"}] * (len(specs) - len(results))
+    return results
+
+
+def measure_each(specs: list[dict[str, Any]]) -> None:
+    """In the child: a `RESULT {...}` line per spec, as soon as it is measured."""
+    for spec in specs:
+        try:
+            result = measure(spec)
+        except Exception as error:  # noqa: BLE001 - reported in the table, the rest go on
+            result = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 def speed_checks(root: Path, quick: bool) -> list[list[str]]:
     rows = []
     for model, batch in (("cnn", 64), ("resnet", 128)):
-        reference: dict[str, float] = {}
-        for engine, device, precision, jit in SPEED_ROWS:
-            spec = {"model": model, "engine": engine, "precision": precision, "jit": jit,
-                    "batch_size": batch, "epochs": 2 if quick else 3,
-                    "steps": 8 if device == "cpu" and model == "resnet" else 64}  # fmt: skip
-            result = in_fresh_process(spec, visible="0" if device == "gpu" else "")
-            setting = f"{model} {engine} {device} {precision}{' jit' if jit else ''}"
-            if "error" in result:
-                rows.append(["speed", setting, result["error"], "FAIL"])
-                continue
-            speed = result["steps_per_sec"]
-            if (device, precision, jit) == ("gpu", "float32", False):
-                reference[engine] = speed
-            versus = (
-                f" ({speed / reference[engine]:.2f}x gpu float32)" if engine in reference else ""
-            )
-            scale = result["loss_scale"]
-            note = f", loss scale {scale:g}" if scale is not None else ""
-            on_gpu = "GPU" in result["weights_on"]
-            ok = on_gpu == (device == "gpu") and (precision == "float32" or scale is not None)
-            where = f"weights on {result['weights_on'].split('device:')[-1]}"
-            rows.append(["speed", setting, f"{speed:.0f} steps/s{versus}{note}; {where}",
-                         "ok" if ok else "FAIL"])  # fmt: skip
+        results: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for device in ("gpu", "cpu"):  # one process per device: CUDA_VISIBLE_DEVICES differs
+            settings = [row for row in SPEED_ROWS if row[1] == device]
+            specs = [
+                {
+                    "model": model,
+                    "engine": engine,
+                    "precision": precision,
+                    "jit": jit,
+                    "batch_size": batch,
+                    "epochs": 2 if quick else 3,
+                    "steps": 8 if device == "cpu" and model == "resnet" else 64,
+                }  # fmt: skip
+                for engine, _, precision, jit in settings
+            ]
+            measured = in_fresh_process(specs, visible="0" if device == "gpu" else "")
+            results.update(zip(settings, measured, strict=True))
+        for setting in SPEED_ROWS:
+            rows.append(["speed", _setting_name(model, setting), *_speed_cell(setting, results)])
     return rows
 
 
+def _setting_name(model: str, setting: tuple[Any, ...]) -> str:
+    engine, device, precision, jit = setting
+    return f"{model} {engine} {device} {precision}{' jit' if jit else ''}"
+
+
+def _speed_cell(
+    setting: tuple[Any, ...], results: dict[tuple[Any, ...], dict[str, Any]]
+) -> list[str]:
+    """The result text of one speed row (against the GPU float32 row of its engine), and
+    whether it passed: it ran where it should, and mixed precision scaled its loss."""
+    engine, device, precision, _ = setting
+    result = results[setting]
+    if "error" in result:
+        return [result["error"], "FAIL"]
+    speed = result["steps_per_sec"]
+    reference = results.get((engine, "gpu", "float32", False), {}).get("steps_per_sec")
+    versus = "" if setting[1:] == ("gpu", "float32", False) or not reference else (
+        f" ({speed / reference:.2f}x gpu float32)"
+    )  # fmt: skip
+    scale = result["loss_scale"]
+    note = f", loss scale {scale:g}" if scale is not None else ""
+    on_gpu = "GPU" in result["weights_on"]
+    ok = on_gpu == (device == "gpu") and (precision == "float32" or scale is not None)
+    where = f"weights on {result['weights_on'].split('device:')[-1]}"
+    return [f"{speed:.0f} steps/s{versus}{note}; {where}", "ok" if ok else "FAIL"]
+
+
 def tracking_checks(root: Path, quick: bool) -> list[list[str]]:
+    specs = [
+        {
+            "model": "mlp",
+            "engine": engine,
+            "batch_size": 32,
+            "tracked": tracked,
+            "root": str(root),
+            "epochs": 2 if quick else 4,
+        }  # fmt: skip
+        for engine in ("fit", "custom")
+        for tracked in (False, True)
+    ]
+    results = in_fresh_process(specs, visible="0")
     rows = []
-    for engine in ("fit", "custom"):
-        speeds = {}
-        for tracked in (False, True):
-            spec = {"model": "mlp", "engine": engine, "batch_size": 32, "tracked": tracked,
-                    "root": str(root), "epochs": 2 if quick else 4}  # fmt: skip
-            result = in_fresh_process(spec, visible="0")
-            if "error" in result:
-                rows.append(["tracking", f"mlp {engine}", result["error"], "FAIL"])
-                break
-            speeds[tracked] = result["steps_per_sec"]
-        else:
-            ratio = speeds[True] / speeds[False]
-            text = (
-                f"tracked every step {speeds[True]:.0f} / untracked {speeds[False]:.0f} "
-                f"steps/s = {ratio:.3f}"
-            )
-            rows.append(["tracking", f"mlp {engine} gpu", text, "ok"])
+    for index, engine in enumerate(("fit", "custom")):
+        untracked, tracked = results[2 * index : 2 * index + 2]
+        failed = untracked.get("error") or tracked.get("error")
+        if failed:
+            rows.append(["tracking", f"mlp {engine} gpu", failed, "FAIL"])
+            continue
+        fast, slow = untracked["steps_per_sec"], tracked["steps_per_sec"]
+        text = f"tracked every step {slow:.0f} / untracked {fast:.0f} steps/s = {slow / fast:.3f}"
+        rows.append(["tracking", f"mlp {engine} gpu", text, "ok"])
     return rows
 
 
@@ -280,11 +303,11 @@ def search_checks(root: Path, quick: bool) -> list[list[str]]:
     refused = twice.returncode == 2 and len(said) == 1
     rows.append(["search", "--devices 0,0", said[-1] if said else "(nothing said)",
                  "ok" if refused else "FAIL"])  # fmt: skip
-    before = gpu_memory_used_mib()[0]
+    before = int(nvidia_smi("memory.used")[0])
     done = subprocess.run([*harness, "search", *common, "--devices", "0"], cwd=ROOT,
                           capture_output=True, text=True, check=False)  # fmt: skip
     time.sleep(2)
-    after = gpu_memory_used_mib()[0]
+    after = int(nvidia_smi("memory.used")[0])
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return [
@@ -315,7 +338,7 @@ def search_checks(root: Path, quick: bool) -> list[list[str]]:
 def mirrored_checks(root: Path, quick: bool, gpus: int) -> list[list[str]]:
     devices = ["GPU:0", "GPU:1"] if gpus >= 2 else ["GPU:0", "CPU:0"]
     spec = {"model": "cnn", "engine": "custom", "devices": devices, "epochs": 1, "steps": 32}
-    result = in_fresh_process(spec, visible="0,1" if gpus >= 2 else "0")
+    (result,) = in_fresh_process([spec], visible="0,1" if gpus >= 2 else "0")
     if "error" in result:
         return [["mirrored", " + ".join(devices), result["error"], "FAIL"]]
     ok = result["replicas"] == 2 and result["loss"] == result["loss"]  # finite, not NaN
@@ -338,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one measurement, in a child
     args = parser.parse_args(argv)
     if args.measure:
-        print("RESULT " + json.dumps(measure(json.loads(args.measure))), flush=True)
+        measure_each(json.loads(args.measure))
         return 0
-    cards = gpu_names()
+    cards = nvidia_smi("name")
     if not cards:
         print("gpu_check: no NVIDIA GPU on this machine (nvidia-smi lists none): nothing to check")
         return 0

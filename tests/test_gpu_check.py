@@ -49,7 +49,7 @@ def test_mirrored_in_a_fresh_process_trains_two_replicas() -> None:
     # MirroredStrategy over the same devices in one process would clash with this one's.
     spec = {"model": "cnn", "engine": "custom", "devices": ["CPU:0", "CPU:1"], "epochs": 1,
             "steps": 2}  # fmt: skip
-    result = gpu_check.in_fresh_process(spec, visible="")
+    (result,) = gpu_check.in_fresh_process([spec], visible="")
     assert "error" not in result, result
     assert result["replicas"] == 2 and result["loss"] == result["loss"]
 
@@ -57,9 +57,10 @@ def test_mirrored_in_a_fresh_process_trains_two_replicas() -> None:
 def test_a_tracked_measurement_in_a_fresh_process_logs_every_step(tmp_path: Path) -> None:
     spec = {"model": "mlp", "engine": "custom", "tracked": True, "root": str(tmp_path),
             "epochs": 1, "steps": 5}  # fmt: skip
-    result = gpu_check.in_fresh_process(spec, visible="")
+    result, failed = gpu_check.in_fresh_process([spec, {"model": "nope"}], visible="")
     assert "error" not in result, result
     assert result["gpus"] == [] and result["steps_per_sec"] > 0
+    assert failed == {"error": "KeyError: 'engine'"}  # one failure; the others still measured
 
     from tracking.mlflow import MlflowRuns
 
