@@ -109,7 +109,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     first excluded (trace, warm-up); tracked runs log every update to MLflow + TensorBoard."""
     import keras
 
-    from benchmarks.overhead import _Clock, _tracked_sink, _wait_for_the_writer_process
+    from benchmarks.overhead import Clock, tracked_sink, wait_for_the_writer_process
     from harness import train
     from harness.devices import enable_memory_growth, mirrored_strategy
     from harness.precision import dtype_policy, loss_scale
@@ -138,11 +138,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("tracked"):
         from harness.callbacks import MetricsLogger
 
-        sink = _tracked_sink(Path(spec["root"]), f"{spec['model']}-{spec['engine']}")
-        _wait_for_the_writer_process(sink)
+        sink = tracked_sink(Path(spec["root"]), f"{spec['model']}-{spec['engine']}")
+        wait_for_the_writer_process(sink)
         callbacks = [MetricsLogger(sink, log_every_n_steps=1)]
     steps = min(spec.get("steps", 10**9), data.train.num_batches)
-    clock = _Clock(time.perf_counter())
+    clock = Clock(time.perf_counter())
     history = train(model, data, engine=spec["engine"], epochs=1 + spec.get("epochs", 3),
                     steps_per_epoch=steps, callbacks=[clock, *callbacks])  # fmt: skip
     end = time.perf_counter()
@@ -170,9 +170,9 @@ def nvidia_smi(query: str) -> list[str]:
         return []
     command = ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] * (
-        done.returncode == 0
-    )
+    if done.returncode != 0:
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
 def in_fresh_process(specs: list[dict[str, Any]], *, visible: str) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ class Timing:
     first_epoch_s: float
 
 
-class _Clock(keras.callbacks.Callback):
+class Clock(keras.callbacks.Callback):
     """When each epoch ended and the optimizer's step then (no per-batch hooks)."""
 
     def __init__(self, start: float) -> None:
@@ -91,7 +91,7 @@ class _Clock(keras.callbacks.Callback):
         self.marks.append((time.perf_counter(), int(self.model.optimizer.iterations.numpy())))
 
 
-def _model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
+def build_model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
     keras.utils.set_random_seed(0)
     if kind == "mlp":
         model = build_mlp(input_shape=(64,), hidden_units=(128, 64))
@@ -106,13 +106,13 @@ def _model(kind: str = "mlp", *, schedule: bool = False) -> keras.Model:
     return model
 
 
-def _data(copies: int, batch_size: int, kind: str = "mlp") -> TrainingData:
+def digits_data(copies: int, batch_size: int, kind: str = "mlp") -> TrainingData:
     x, y = load_digits() if kind == "mlp" else load_digits_images()
     x, y = np.concatenate([x] * copies), np.concatenate([y] * copies)
     return prepare_data((x, y), batch_size=batch_size, seed=0)
 
 
-def _tracked_sink(root: Path, name: str) -> FanOutSink:
+def tracked_sink(root: Path, name: str) -> FanOutSink:
     # The steady state of a long run: MLflow's work in the writer process from the start (a
     # run moves it there after its first 0.2 CPU-s of it in-thread).
     uri = f"sqlite:///{root}/mlflow.db"
@@ -120,7 +120,7 @@ def _tracked_sink(root: Path, name: str) -> FanOutSink:
     return FanOutSink([mlflow, TensorBoardSink(root / "tb" / mlflow.run_id)])
 
 
-def _wait_for_the_writer_process(sink: FanOutSink) -> None:
+def wait_for_the_writer_process(sink: FanOutSink) -> None:
     """Its one-time start-up (a fresh interpreter importing MLflow) is over before timing."""
     (mlflow,) = [s for s in sink.sinks if isinstance(s, MlflowSink)]
     process = mlflow.metric_writer
@@ -129,7 +129,7 @@ def _wait_for_the_writer_process(sink: FanOutSink) -> None:
         time.sleep(0.05)
 
 
-def bare_loop(model: keras.Model, data: TrainingData, epochs: int, clock: _Clock) -> None:
+def bare_loop(model: keras.Model, data: TrainingData, epochs: int, clock: Clock) -> None:
     """The limit a loop can reach: a compiled GradientTape step over a prefetched pipeline,
     Keras's loss mean and accuracy kept, nothing else."""
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
@@ -169,10 +169,10 @@ def _variant(
         sink = None
         if "_tracked" in name:
             # Created before the model, as `harness run` does, so start-up overlaps set-up.
-            sink = _tracked_sink(root, name)
+            sink = tracked_sink(root, name)
             every = 1 if "_every" in name else log_every
             callbacks = [MetricsLogger(sink, log_every_n_steps=every)]
-        model = _model(kind, schedule=name.endswith("_schedule"))
+        model = build_model(kind, schedule=name.endswith("_schedule"))
         ema = WeightAverage(model, decay=0.999) if name.endswith("_ema") else None
         options = {
             "_bare": {"measure": False},
@@ -183,9 +183,9 @@ def _variant(
             (GradientPipeline(model, **o) for s, o in options.items() if name.endswith(s)), None
         )
         if sink is not None:
-            _wait_for_the_writer_process(sink)
+            wait_for_the_writer_process(sink)
         start = time.perf_counter()
-        clock = _Clock(start)
+        clock = Clock(start)
         total = 1 + epochs
         if name == "plain_fit":
             model.fit(
@@ -229,17 +229,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = args.variants
-    data = _data(args.copies, args.batch_size, args.model)
+    data = digits_data(args.copies, args.batch_size, args.model)
     # Accumulation: the same examples per update, in 4 micro-batches of a quarter the size.
     micro = (
-        _data(args.copies, args.batch_size // 4, args.model)
+        digits_data(args.copies, args.batch_size // 4, args.model)
         if any(n.endswith("_accum") for n in names)
         else data
     )
     results: dict[str, list[Timing]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _tracked_sink(root, "create-store").close()  # store migrations outside the timing
+        tracked_sink(root, "create-store").close()  # store migrations outside the timing
         for repeat in range(args.repeats):
             shift = repeat % len(names)
             for name in names[shift:] + names[:shift]:

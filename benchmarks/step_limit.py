@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.overhead import _data, _model  # noqa: E402
+from benchmarks.overhead import build_model, digits_data  # noqa: E402
 from harness import keras_internals  # noqa: E402
 from harness.step.compiled import build_train_function  # noqa: E402
 from harness.step.engines import get_engine  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=9)
     parser.add_argument("--calls", type=int, default=400)
     args = parser.parse_args()
-    data = _data(4, 32)
+    data = digits_data(4, 32)
     variants: dict[str, Callable[[keras.Model], Callable]] = {  # type: ignore[type-arg]
         "bare": lambda m: bare_step(m, keras_loss=False, keras_metrics=False),
         "bare + compute_loss": lambda m: bare_step(m, keras_loss=True, keras_metrics=False),
@@ -86,7 +86,7 @@ def main() -> None:
     }
     calls = {}
     for name, make in variants.items():
-        model = _model()
+        model = build_model()
         step, iterator = make(model), iter(data.train.as_dataset(1).repeat())
         step(iterator)  # traced outside the timing
         calls[name] = (step, iterator)

@@ -44,29 +44,35 @@ def _values(sink: InMemorySink, key: str) -> dict[int, float]:
     return {step: value for name, value, step in sink.metrics if name == key}
 
 
+def _accumulating(
+    engine: str, data: Any, *, batch_size: int, k: int, epochs: int, ema: bool = False
+) -> tuple[keras.Model, WeightAverage | None, InMemorySink]:
+    """Train a fresh model on `data` in batches of `batch_size`, k of them an update, every
+    step logged; the model, its EMA (with `ema`) and what was logged."""
+    model = _model(optimizer=_decaying_adam())
+    average = WeightAverage(model, decay=0.9) if ema else None
+    sink = InMemorySink()
+    train(
+        model,
+        prepare_data(data, batch_size=batch_size, shuffle=False),
+        engine=engine,
+        epochs=epochs,
+        ema=average,
+        gradients=GradientPipeline(model, accumulation_steps=k),
+        callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
+    )
+    return model, average, sink
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_four_micro_batches_of_8_update_as_one_batch_of_32(engine: str) -> None:
-    x, y = digits(256)
-    runs = {}
-    for batch_size, k in ((32, 1), (8, 4)):
-        model = _model(optimizer=_decaying_adam())
-        ema = WeightAverage(model, decay=0.9)
-        sink = InMemorySink()
-        data = prepare_data((x, y), batch_size=batch_size, shuffle=False)
-        train(
-            model,
-            data,
-            engine=engine,
-            epochs=2,
-            ema=ema,
-            gradients=GradientPipeline(model, accumulation_steps=k),
-            callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
-        )
-        runs[k] = (model, ema, sink)
-    (one, one_ema, one_sink), (acc, acc_ema, acc_sink) = runs[1], runs[4]
+    data = digits(256)
+    one, one_ema, one_sink = _accumulating(engine, data, batch_size=32, k=1, epochs=2, ema=True)
+    acc, acc_ema, acc_sink = _accumulating(engine, data, batch_size=8, k=4, epochs=2, ema=True)
     assert int(acc.optimizer.iterations) == int(one.optimizer.iterations) == 16  # updates
     for got, want in zip(weights(acc), weights(one), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # Adam: float noise
+    assert acc_ema is not None and one_ema is not None
     assert int(acc_ema.updates.numpy()) == int(one_ema.updates.numpy()) == 16
     for got, want in zip(acc_ema.shadows, one_ema.shadows, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
@@ -90,22 +96,9 @@ def test_four_micro_batches_of_8_update_as_one_batch_of_32(engine: str) -> None:
 def test_an_epoch_that_k_does_not_divide_ends_with_a_shorter_update(engine: str) -> None:
     """7 micro-batches of 8 with k=2 (windows of 2, 2, 2, 1) update as batches of 16 whose
     last holds 8: the short window applies the mean of the micro-batches it has."""
-    x, y = digits(56)
-    runs = {}
-    for batch_size, k in ((16, 1), (8, 2)):
-        model = _model(optimizer=_decaying_adam())
-        sink = InMemorySink()
-        data = prepare_data((x, y), batch_size=batch_size, shuffle=False)
-        train(
-            model,
-            data,
-            engine=engine,
-            epochs=3,
-            gradients=GradientPipeline(model, accumulation_steps=k),
-            callbacks=[MetricsLogger(sink, log_every_n_steps=1)],
-        )
-        runs[k] = (model, sink)
-    (one, one_sink), (acc, acc_sink) = runs[1], runs[2]
+    data = digits(56)
+    one, _, one_sink = _accumulating(engine, data, batch_size=16, k=1, epochs=3)
+    acc, _, acc_sink = _accumulating(engine, data, batch_size=8, k=2, epochs=3)
     assert int(acc.optimizer.iterations) == int(one.optimizer.iterations) == 12  # 4 an epoch
     for got, want in zip(weights(acc), weights(one), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
