@@ -183,6 +183,25 @@ def search(
             "data, model) and stop before creating a study or a run.",
         ),
     ] = False,
+    launcher: Annotated[
+        str | None,
+        typer.Option(
+            metavar="local|ray",
+            help="Where trials run: this machine's --devices (local), or wherever a Ray "
+            "cluster places them (ray) (search.launcher; default: local).",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="The Ray cluster, or auto (default: RAY_ADDRESS, else a local Ray instance).",
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max-concurrent", min=1, help="Trials running at once, at most."),
+    ] = None,
 ) -> None:
     """Run an Optuna search over CONFIG's search: space, one trial process per slot."""
     from experiments.config.loader import load_config
@@ -198,6 +217,9 @@ def search(
         tracking_uri=tracking_uri,
         echo=typer.echo,
         dry_run=dry_run,
+        launcher=launcher,
+        ray_address=ray_address,
+        max_concurrent=max_concurrent,
     )
     if result is None:  # a dry run: it said what it checked
         return

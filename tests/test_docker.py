@@ -86,3 +86,33 @@ def test_no_password_is_written_and_nothing_is_published_unless_asked() -> None:
     assert remote["services"] == {"postgres": {"ports": ["5432:5432"]}}
     example = (DOCKER / ".env.example").read_text()
     assert "POSTGRES_PASSWORD=\n" in example  # a name to fill in, never a value
+
+
+def test_the_kuberay_cluster_runs_the_gpu_image_with_gpu_workers_and_a_valid_search() -> None:
+    text = (DOCKER / "kuberay-raycluster.yaml").read_text()
+    cluster = yaml.safe_load(text)
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    head = cluster["spec"]["headGroupSpec"]
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    images = {
+        container["image"]
+        for group in (head, workers)
+        for container in group["template"]["spec"]["containers"]
+    }
+    assert images == {"REGISTRY/keras-harness-gpu:latest"}
+    assert "docker build -f docker/Dockerfile.gpu -t REGISTRY/keras-harness-gpu:latest" in text
+    assert "ray" in (DOCKER / "Dockerfile.gpu").read_text().split("pip install")[1]
+    (worker,) = workers["template"]["spec"]["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert workers["rayStartParams"]["num-gpus"] == "1"
+    assert head["rayStartParams"]["num-gpus"] == "0"  # trials go to the GPU workers
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    (command,) = [
+        line.removeprefix("#").strip()
+        for line in text.splitlines()
+        if line.removeprefix("#").strip().startswith("harness search")
+    ]
+    args = command.split()[1:]
+    params = _parse(typer.main.get_command(app), args).params
+    assert params["launcher"] == "ray" and params["ray_address"] == "auto"
+    assert (DOCKER.parent / params["config"].removeprefix("/app/")).is_file()

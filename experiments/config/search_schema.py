@@ -86,6 +86,33 @@ class PrunerSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="the Optuna pruner's own")
 
 
+class LauncherSpec(_Strict):
+    """Where trial processes run: `local` (this machine's `--devices` slots) or `ray` (wherever
+    a Ray cluster places them)."""
+
+    name: Literal["local", "ray"] = Field("local", description="local or ray")
+    address: str | None = Field(
+        None,
+        description="ray: the cluster, HOST:PORT or auto (default: RAY_ADDRESS, else a local "
+        "Ray instance started for the search)",
+    )
+    gpus_per_trial: float | None = Field(
+        None, ge=0, description="ray: GPUs per trial (default: 1 where the cluster has GPUs)"
+    )
+    cpus_per_trial: float | None = Field(
+        None, ge=0, description="ray: CPUs per trial (default: 1 on a cluster without GPUs)"
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at once at most (default: as many as the cluster holds)"
+    )
+    shared_checkpoints: bool = Field(
+        False,
+        description="ray: checkpoint.dir is on a path every node shares (else checkpoints are "
+        "mirrored to MLflow, and a retry on another node resumes from there)",
+    )
+    dashboard: bool = Field(False, description="ray: the local instance's dashboard")
+
+
 class SearchSection(_Strict):
     """An Optuna study over this experiment; `harness search CONFIG` runs it."""
 
@@ -111,6 +138,10 @@ class SearchSection(_Strict):
         description="stops bad trials early: a name, or {name, patience, params}",
     )
     retries: int = Field(1, ge=0, description="retries of a trial whose process died")
+    launcher: LauncherSpec = Field(
+        default_factory=LauncherSpec,
+        description="where trials run: local, ray, or {name: ray, address, gpus_per_trial, ...}",
+    )
     register_as: str | None = Field(None, description="default: the study's name")
     heartbeat_s: int = Field(
         10, ge=1, description="how often a supervisor beats for its trials (PostgreSQL storage)"
@@ -119,9 +150,9 @@ class SearchSection(_Strict):
         60, ge=1, description="a running trial without a beat for this long is failed, retried"
     )
 
-    @field_validator("pruner", mode="before")
+    @field_validator("pruner", "launcher", mode="before")
     @classmethod
-    def _pruner_by_name(cls, value: Any) -> Any:
+    def _by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import signal
 
+from experiments.search.launch.base import NODE_LOST, WORKER_LOST
+
 
 class Outcome(enum.Enum):
     """What the supervisor does with an ended trial."""
@@ -41,7 +43,11 @@ def classify(state: str, exit_code: int) -> Outcome:
 
 
 def exit_text(code: int) -> str:
-    """`killed by SIGKILL`, `exit status 1`: how a process ended, in words."""
+    """`killed by SIGKILL`, `exit status 1`, `node lost`: how a process ended, in words."""
+    if code == NODE_LOST:  # the launcher's word: the machine went, with the process
+        return "node lost"
+    if code == WORKER_LOST:
+        return "its Ray worker died"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

@@ -23,6 +23,7 @@ ATTEMPT_ATTR = "harness.attempt"  # retries of the original trial so far
 RESUME_ATTR = "harness.resume_run"  # the run a retry continues
 SUPERVISOR_ATTR = "harness.supervisor"  # host:pid:start of the supervisor that asked for it
 PROCESS_ATTR = "harness.trial_process"  # host:pid:start of the process that trains it
+HANDED_BACK_ATTR = "harness.handed_back"  # set by an orphan that queued its own continuation
 
 
 def enqueue_continuation(study: Any, frozen: Any, *, attempt: int) -> None:
@@ -73,6 +74,9 @@ def hand_back(study: Any, trial_id: int, runs: Any) -> bool:
     run_id = frozen.user_attrs.get(RUN_ATTR)
     if run_id is not None:
         mark_run_failed(runs, run_id, "stopped: its supervisor ended")
+    # Before it ends: a supervisor that outlived this process's parent (a Ray task's worker)
+    # reads it, and leaves the retry to the continuation queued here.
+    optuna_internals.trial_for(study, trial_id).set_user_attr(HANDED_BACK_ATTR, True)
     if not fail_trial(study, frozen.number):
         return False
     enqueue_continuation(study, frozen, attempt=int(frozen.user_attrs.get(ATTEMPT_ATTR, 0)))

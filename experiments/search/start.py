@@ -18,9 +18,8 @@ from experiments.config.schema import ExperimentConfig
 from experiments.config.search_schema import SearchSection
 from experiments.config.urls import redact
 from experiments.errors import UsageError
-from experiments.search.launcher import LocalLauncher
+from experiments.search.launch.placement import LocalPlacement, Placement, choose
 from experiments.search.parent import ParentRun, Refresher, best_trials
-from experiments.search.slots import Slot, parse_devices
 from experiments.search.space import apply
 from experiments.search.study import (
     BASE_ATTR,
@@ -64,8 +63,12 @@ def run_search(
     tracking_uri: str | None = None,
     echo: Callable[[str], None] = print,
     dry_run: bool = False,
+    launcher: str | None = None,
+    ray_address: str | None = None,
+    max_concurrent: int | None = None,
 ) -> SearchResult | None:
-    """Run (or continue) the study of `config.search`; `n_trials` more trials when given.
+    """Run (or continue) the study of `config.search`; `n_trials` more trials when given,
+    on this machine's `devices` or on a Ray cluster (`launcher`, `ray_address`).
 
     `dry_run`: check everything the search would (the space, sampler, devices, storage,
     tracking store, and the base config as a trial builds it), say so, and return None
@@ -74,7 +77,6 @@ def run_search(
 
     search = _search_section(config)
     check_sampler_available(search)
-    slots = parse_devices(devices)
     name = study_name or search.study or config.tracking.experiment
     base = config.model_dump(mode="json", by_alias=True, exclude={"search"})
     _check_paths(base, search)
@@ -85,26 +87,38 @@ def run_search(
             "would never end: set one, e.g. search.n_trials=20 or --n-trials 20"
         )
     storage_url = storage or default_storage(name)
-    if dry_run:
-        _dry_run(config, storage_url, slots, tracking_uri, trials, echo)
-        return None
-    opened = open_storage(storage_url, slots=len(slots))
-    uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
-    study, existed = create_or_load(opened, name, search)
-    if not existed:
-        study.set_user_attr(BASE_ATTR, base)
-    # --n-trials adds that many; otherwise the study runs until it holds search.n_trials.
-    stored = study.user_attrs.get(TARGET_ATTR)
-    if n_trials is not None:
-        target: int | None = counted_trials(study) + n_trials
-    else:
-        target = None if trials is None else max(trials, stored or 0)
-    study.set_user_attr(TARGET_ATTR, target)
-    runs = tracking_store(uri)
-    parent = ParentRun.open(
-        runs, study, search, experiment=config.tracking.experiment, storage=storage_url
+    placement = choose(
+        search.launcher,
+        launcher=launcher,
+        devices=devices,
+        ray_address=ray_address,
+        max_concurrent=max_concurrent,
     )
-    return _supervise(study, opened, storage_url, base, slots, parent, existed=existed, echo=echo)
+    try:
+        if dry_run:
+            _dry_run(config, storage_url, placement, tracking_uri, trials, echo)
+            return None
+        opened = open_storage(storage_url, slots=placement.direct_writers)
+        uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
+        study, existed = create_or_load(opened, name, search)
+        if not existed:
+            study.set_user_attr(BASE_ATTR, base)
+        # --n-trials adds that many; otherwise the study runs until it holds search.n_trials.
+        stored = study.user_attrs.get(TARGET_ATTR)
+        if n_trials is not None:
+            target: int | None = counted_trials(study) + n_trials
+        else:
+            target = None if trials is None else max(trials, stored or 0)
+        study.set_user_attr(TARGET_ATTR, target)
+        runs = tracking_store(uri)
+        parent = ParentRun.open(
+            runs, study, search, experiment=config.tracking.experiment, storage=storage_url
+        )
+        return _supervise(
+            study, opened, storage_url, base, placement, parent, existed=existed, echo=echo
+        )
+    finally:
+        placement.close()
 
 
 def run_worker(
@@ -121,8 +135,8 @@ def run_worker(
 
     from experiments.tracking_setup import resolve_tracking_uri, tracking_store
 
-    slots = parse_devices(devices)
-    opened = open_storage(storage, slots=max(len(slots), 2))  # never SQLite: several writers
+    placement = LocalPlacement(devices, None)
+    opened = open_storage(storage, slots=2)  # never SQLite: several writers
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
@@ -144,13 +158,13 @@ def run_worker(
     parent = ParentRun.open(
         tracking_store(uri), study, search, experiment=experiment, storage=storage
     )
-    return _supervise(study, opened, storage, base, slots, parent, existed=True, echo=echo)
+    return _supervise(study, opened, storage, base, placement, parent, existed=True, echo=echo)
 
 
 def _dry_run(
     config: ExperimentConfig,
     storage_url: str,
-    slots: list[Slot],
+    placement: Placement,
     tracking_uri: str | None,
     trials: int | None,
     echo: Callable[[str], None],
@@ -164,7 +178,7 @@ def _dry_run(
         journal = Path(storage_url.removeprefix("journal://"))
         check_writable(journal.parent, key="--storage", example="journal:///tmp/s/journal.log")
     elif not storage_url.startswith("sqlite"):
-        open_storage(storage_url, slots=len(slots))  # reachable, with its tables
+        open_storage(storage_url, slots=2)  # reachable, with its tables
     uri = resolve_tracking_uri(tracking_uri, config.tracking.uri)
     check_reachable(uri, doing="cannot reach the MLflow store at")
     database = sqlite_path(uri)
@@ -176,7 +190,7 @@ def _dry_run(
     prepare(config)  # the base config, as each trial builds it with its own values
     echo(
         f"dry run: the search can start: {trials if trials is not None else 'unlimited'} "
-        f"trials over {', '.join(s.name for s in slots)}, storage {redact(storage_url)}, "
+        f"trials over {placement.description}, storage {redact(storage_url)}, "
         f"tracked at {uri}. No study and no run were created"
     )
 
@@ -186,7 +200,7 @@ def _supervise(
     opened: Any,
     storage_url: str,
     base: dict[str, Any],
-    slots: list[Slot],
+    placement: Placement,
     parent: ParentRun,
     *,
     existed: bool,
@@ -203,18 +217,24 @@ def _supervise(
     )
     echo(
         f"study '{name}' ({'continued' if existed else 'new'}) in {redact(storage_url)}: "
-        f"{target if target is not None else 'unlimited'} trials over {len(slots)} slot(s) "
-        f"({', '.join(s.name for s in slots)}); MLflow parent run {parent.run_id}"
+        f"{target if target is not None else 'unlimited'} trials over "
+        f"{placement.description}; MLflow parent run {parent.run_id}"
     )
-    brief = TrialBrief(base, storage_url, parent.runs.tracking_uri, parent.run_id, folder)
-    with _trial_display(target, echo) as (show, progress):
+    reachable = placement.reachable(storage_url, opened, parent.runs.tracking_uri, folder)
+    with (
+        reachable as (trials_storage, trials_uri),
+        _trial_display(target, echo) as (
+            show,
+            progress,
+        ),
+    ):
+        brief = TrialBrief(base, trials_storage, trials_uri, parent.run_id, folder)
         supervisor = Supervisor(
             study,
             search,
-            slots=slots,
             brief=brief,
             runs=parent.runs,
-            launcher=LocalLauncher(),
+            launcher=placement.launcher,
             n_trials=target,
             timeout_s=None if search.timeout_minutes is None else search.timeout_minutes * 60,
             journal=journal,

@@ -46,6 +46,10 @@ def open_storage(url: str, *, slots: int) -> Any:
     """The Optuna storage for `url`, reachable; a UsageError (one line) when it is not."""
     import optuna
 
+    if url.startswith("grpc://"):  # a search driver's proxy (`experiments.search.launch.reach`)
+        from experiments.search.launch.reach import open_grpc_storage
+
+        return open_grpc_storage(url)
     if url.startswith("journal://"):
         path = Path(url.removeprefix("journal://"))
         try:

@@ -1,28 +1,29 @@
-"""The search supervisor: owns the slots, keeps one trial process per slot, and records at
-once how each ended.
+"""The search supervisor: keeps one trial process on each of the launcher's slots, and records
+at once how each ended.
 
 Each trial is asked from the study here (Optuna's ask-and-tell), validated as a config (an
 invalid combination is pruned with its reason, not run), and handed to the launcher, which
-starts its process (`experiments.search.launcher`). When a process dies (SIGKILL, out of
-memory, a segfault) its trial is marked FAIL and its MLflow run FAILED with the exit signal
-at once, and its parameters are retried (`search.retries`) from its last checkpoint in a new
-trial (`experiments.search.recovery`).
+starts its process where it places it (`experiments.search.launch`). When a process dies
+(SIGKILL, out of memory, a segfault, its machine lost) its trial is marked FAIL and its
+MLflow run FAILED with the exit signal at once, and its parameters are retried
+(`search.retries`) from its last checkpoint in a new trial (`experiments.search.recovery`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.config.search_schema import SearchSection
 from experiments.search import optuna_internals
-from experiments.search.launcher import Launcher, TrialProcess, TrialSpec, trial_config
+from experiments.search.launch import Launcher, Slot, TrialProcess, TrialSpec, trial_config
 from experiments.search.outcome import Outcome, classify, exit_text
 from experiments.search.recovery import (
     ATTEMPT_ATTR,
+    HANDED_BACK_ATTR,
     NAME_ATTR,
     PROCESS_ATTR,
     RESUME_ATTR,
@@ -33,7 +34,6 @@ from experiments.search.recovery import (
     reap_dead_on_this_host,
     retry,
 )
-from experiments.search.slots import Slot
 from experiments.search.space import suggest
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, ask_lock, counted_trials
 from experiments.search.summary import params_text
@@ -69,14 +69,15 @@ class _Running:
 
 
 class Supervisor:
-    """Runs `study`'s trials over `slots` until the study holds `n_trials` (in all, by every
-    supervisor) or `timeout_s` has passed.
+    """Runs `study`'s trials over the launcher's slots until the study holds `n_trials` (in
+    all, by every supervisor) or `timeout_s` has passed.
 
     Args:
         study: the Optuna study; search: its `search:` section.
         brief: what each trial is told; runs: the MLflow store (`MlflowRuns`), where a dead
             trial's run is marked FAILED.
-        launcher: starts each trial's process (`LocalLauncher` on this machine).
+        launcher: where trials may run (its slots), and starts each trial's process there
+            (`LocalLauncher` on this machine, `RayLauncher` on a Ray cluster).
         journal: the journal file, when the storage is one (the ask lock sits beside it).
         echo: where the line about each trial goes; progress: called with the number of
             trials ended and the status text whenever either changes; after_trial: called
@@ -88,7 +89,6 @@ class Supervisor:
         study: Any,
         search: SearchSection,
         *,
-        slots: Sequence[Slot],
         brief: TrialBrief,
         runs: Any,
         launcher: Launcher,
@@ -100,7 +100,7 @@ class Supervisor:
         after_trial: Callable[[], None] | None = None,
         poll_s: float = 0.1,
     ) -> None:
-        self.study, self.search, self.slots = study, search, list(slots)
+        self.study, self.search = study, search
         self.brief, self.runs, self.launcher = brief, runs, launcher
         self.n_trials, self.timeout_s, self.journal = n_trials, timeout_s, journal
         self.echo, self.progress, self.after_trial = echo, progress, after_trial
@@ -122,7 +122,7 @@ class Supervisor:
         self._report()
         refresh = False
         while True:
-            for slot in self.slots:
+            for slot in self.launcher.slots():
                 if slot.name not in self._running and self._wants_more(began):
                     self._start(slot)
             if refresh and self.after_trial is not None:  # once the free slots are busy again
@@ -282,8 +282,12 @@ class Supervisor:
         run_id = frozen.user_attrs.get(RUN_ATTR)
         if run_id is not None:  # first: whoever sees the trial FAIL finds its run FAILED too
             mark_run_failed(self.runs, run_id, why)
-        if outcome is Outcome.DIED:  # the process died without telling
-            fail_trial(self.study, number)
+        handed_back = frozen.user_attrs.get(HANDED_BACK_ATTR) or (
+            outcome is Outcome.DIED and not fail_trial(self.study, number)  # died untold
+        )
+        if handed_back:  # its parent (a Ray task's worker) died: it queued its continuation
+            self.echo(f"trial {number} stopped on {where} ({why}): continued by its own retry")
+            return
         if self._error is not None:
             self.echo(f"trial {number} stopped on {where}")
         elif self._stopping:  # Ctrl-C: continued from its checkpoint by the next search

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 from experiments.errors import TrainingFailed, UsageError
 from experiments.quiet import import_tensorflow_quietly
-from experiments.search.slots import DEVICE_ENV
+from experiments.search.launch import DEVICE_ENV, NODE_ENV
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, STATE_TAG, VALUE_TAG
 from harness.stopping import TrainingInterrupted
+from tracking.owner import owner
 
 import_tensorflow_quietly()  # the trial's log without TensorFlow's C++ start-up lines
 import keras  # noqa: E402
@@ -100,13 +102,33 @@ def stop_when_orphaned() -> threading.Event:
     return orphaned
 
 
+# Set by a launcher whose machines do not share the working directory (a Ray node): a
+# relative `checkpoint.dir` is written under it, on the node's own disk (mirrored to MLflow).
+CHECKPOINT_ROOT_ENV = "HARNESS_CHECKPOINT_ROOT"
+
+
+def with_checkpoint_root(config: Any) -> Any:
+    """The config with a relative `checkpoint.dir` under the launcher's checkpoint root."""
+    root = os.environ.get(CHECKPOINT_ROOT_ENV)
+    if not root or Path(config.checkpoint.dir).is_absolute():
+        return config
+    return config.model_copy(
+        update={
+            "checkpoint": config.checkpoint.model_copy(
+                update={"dir": str(Path(root) / config.checkpoint.dir)}
+            )
+        }
+    )
+
+
 def main(argv: list[str]) -> int:
     import optuna
 
     from experiments.config.schema import ExperimentConfig
     from experiments.run.run import run_experiment
     from experiments.search import optuna_internals
-    from experiments.search.launcher import TrialSpec
+    from experiments.search.launch import TrialSpec
+    from experiments.search.recovery import PROCESS_ATTR
     from experiments.search.study import load_for_trial, open_storage
     from experiments.tracking_setup import tracking_store
 
@@ -115,7 +137,8 @@ def main(argv: list[str]) -> int:
     study = load_for_trial(open_storage(spec.storage, slots=1), spec.study)
     trial = optuna_internals.trial_for(study, spec.trial_id)
     number = trial.number
-    config = ExperimentConfig.model_validate(spec.config)
+    trial.set_user_attr(PROCESS_ATTR, owner())  # where its launcher could not tell (a cluster)
+    config = with_checkpoint_root(ExperimentConfig.model_validate(spec.config))
     tags = {
         "mlflow.parentRunId": spec.parent_run_id,
         "harness.study": spec.study,
@@ -123,6 +146,7 @@ def main(argv: list[str]) -> int:
         "harness.search_metric": ",".join(spec.metrics),  # what ranks it among the trials
         "harness.search_direction": ",".join(spec.directions),
         "harness.device": os.environ.get(DEVICE_ENV, ""),  # the slot: gpu0, cpu1, ...
+        "harness.node": os.environ.get(NODE_ENV) or socket.gethostname(),
         "harness.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "harness.trial_log": spec.log,
         "harness.trial_params": json.dumps(spec.params),

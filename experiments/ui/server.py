@@ -96,7 +96,7 @@ def serve_ui(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             starting.close()
-            _stop(server)
+            stop_server(server)
         finally:
             signal.signal(signal.SIGINT, interrupt)
             signal.signal(signal.SIGTERM, previous)
@@ -123,7 +123,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(server: subprocess.Popen[str]) -> None:
+def stop_server(server: subprocess.Popen[str]) -> None:
     """Stop the server and every process it started, politely, then for good."""
     for sig, grace_s in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
         try:

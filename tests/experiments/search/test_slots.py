@@ -7,7 +7,7 @@ import os
 import pytest
 
 from experiments.errors import UsageError
-from experiments.search.slots import Slot, parse_devices
+from experiments.search.launch import Slot, parse_devices
 
 
 @pytest.mark.parametrize(

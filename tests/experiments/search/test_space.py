@@ -9,8 +9,7 @@ import optuna
 import pytest
 
 from experiments.config.search_schema import SearchSection
-from experiments.search.launcher import TrialSpec, trial_config
-from experiments.search.slots import Slot
+from experiments.search.launch import Slot, TrialSpec, trial_config
 from experiments.search.space import apply, grid, suggest
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from experiments.config.search_schema import SearchSection
 from experiments.search import optuna_internals
-from experiments.search.launcher import TrialSpec
-from experiments.search.slots import Slot
+from experiments.search.launch import NODE_LOST, WORKER_LOST, Slot, TrialSpec
+from experiments.search.recovery import hand_back
 from experiments.search.study import ERROR_ATTR, RETRY_ATTR
 from experiments.search.supervisor import Supervisor, TrialBrief
 
@@ -82,6 +82,11 @@ class FakeProcess:
         elif how in ("failed", "killed"):  # told FAIL itself: a diverged run, a Ctrl-C
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             self.code = 1 if how == "failed" else 130
+        elif how == "node lost":  # its machine went with it: nobody told Optuna
+            self.code = NODE_LOST
+        elif how == "handed back":  # its parent died first: it queued its own continuation
+            hand_back(study, self.spec.trial_id, runs=None)
+            self.code = WORKER_LOST
         else:
             assert how == "died"  # SIGKILL: nobody told Optuna
             self.code = -9
@@ -97,6 +102,10 @@ class FakeLauncher:
     launched: list[tuple[TrialSpec, Slot]] = field(default_factory=list)
     alive: int = 0
     most_alive: int = 0
+    where: list[Slot] = field(default_factory=list)
+
+    def slots(self) -> list[Slot]:
+        return self.where
 
     def launch(self, spec_file: Path, *, slot: Slot, log: Path) -> FakeProcess:
         spec = TrialSpec.read(spec_file)
@@ -118,13 +127,14 @@ def _supervisor(
     section = SearchSection.model_validate(
         {"metric": "val_accuracy", "direction": "maximize", "space": SPACE, **search}
     )
-    launcher = FakeLauncher(study, list(endings))
+    launcher = FakeLauncher(
+        study, list(endings), where=[Slot(f"gpu{i}", (str(i),)) for i in range(slots)]
+    )
     lines: list[str] = []
     progress: list[tuple[int, str]] = []
     supervisor = Supervisor(
         study,
         section,
-        slots=[Slot(f"gpu{i}", (str(i),)) for i in range(slots)],
         brief=TrialBrief(BASE, "journal:///nowhere", "sqlite:///nowhere.db", "parent", tmp_path),
         runs=None,  # no trial records a run here: nothing to mark FAILED in MLflow
         launcher=launcher,
@@ -232,11 +242,36 @@ def test_an_invalid_combination_is_pruned_with_its_reason_and_never_launched(
 
 def test_a_group_of_gpus_runs_its_trial_mirrored(tmp_path: Path) -> None:
     supervisor, launcher, _, _ = _supervisor(tmp_path, ["complete:0.5"], slots=1)
-    supervisor.slots = [Slot("gpu0+1", ("0", "1"))]
+    launcher.where = [Slot("gpu0+1", ("0", "1"))]
     supervisor.run()
     ((spec, slot),) = launcher.launched
     assert spec.config["trainer"]["distribute"] == "mirrored"
     assert slot.visible == "0,1"
+    assert spec.config["checkpoint"]["mirror_to_mlflow"] is False  # this machine's disk
+
+
+def test_a_cluster_slot_mirrors_over_its_placed_gpus_and_mirrors_checkpoints(
+    tmp_path: Path,
+) -> None:
+    supervisor, launcher, _, _ = _supervisor(tmp_path, ["complete:0.5"], slots=1)
+    launcher.where = [Slot("ray0", placed_gpus=2, mirror_checkpoints=True)]
+    supervisor.run()
+    ((spec, _),) = launcher.launched
+    assert spec.config["trainer"]["distribute"] == "mirrored"
+    assert spec.config["checkpoint"]["mirror_to_mlflow"] is True  # a retry elsewhere finds it
+
+
+def test_a_lost_node_fails_its_trial_and_retries_it_once_even_if_it_handed_itself_back(
+    tmp_path: Path,
+) -> None:
+    endings = ["node lost", "complete:0.5", "handed back", "complete:0.6"]
+    supervisor, _, lines, _ = _supervisor(tmp_path, endings, slots=1, n_trials=2, retries=1)
+    assert supervisor.run() is None
+    trials = supervisor.study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "FAIL", "COMPLETE"]
+    assert [t.user_attrs.get(RETRY_ATTR) for t in trials] == [None, 0, None, 2]
+    assert "trial 0 failed on gpu0 (node lost): retrying it" in lines
+    assert any(line.startswith("trial 2 stopped on gpu0 (its Ray worker died)") for line in lines)
 
 
 def test_ctrl_c_stops_each_running_trial_and_queues_its_continuation(tmp_path: Path) -> None:

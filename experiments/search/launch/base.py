@@ -1,32 +1,33 @@
-"""How a trial process is started and watched: the one place that knows where it runs.
+"""The launcher seam: what a trial is told, and how the supervisor starts and watches it.
 
 A trial is told everything in one `TrialSpec` (its config, its study and trial, where it
 tracks), written as JSON beside its log; `python -m experiments.search.trial SPEC.json` reads
-it back. The supervisor hands a `Launcher` that file, the trial's slot and its log, and gets
-back a `TrialProcess` it polls and stops. `LocalLauncher` starts that process on this
-machine, with the slot's GPUs in `CUDA_VISIBLE_DEVICES` (set before TensorFlow is imported)
-and a CPU slot's process pinned to its cores. Another launcher (a cluster's) plugs
-in here without the supervisor changing.
+it back. The supervisor asks a `Launcher` where trials may run now (its slots), hands it that
+file, a free slot and the trial's log, and gets back a `TrialProcess` it polls and stops. The
+launcher is the only thing that knows where a trial process runs: `LocalLauncher` on this
+machine (`experiments.search.launch.local`), `RayLauncher` wherever a Ray cluster places it
+(`experiments.search.launch.ray_launcher`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.search.slots import DEVICE_ENV, Slot
+from experiments.search.launch.slots import Slot
 from experiments.search.space import apply
-from tracking.owner import owner
 
 TRIAL_MODULE = "experiments.search.trial"
+# The exit status a launcher reports for a trial whose machine was lost with it (a Ray node
+# that died): no process status exists, and the run is tagged `harness.exit: node lost`.
+NODE_LOST = -1000
+# A cluster's watcher of the trial (a Ray task's worker) that died while its machine lives
+# (killed, out of memory): the orphaned trial stops, checkpointed, and hands itself back.
+WORKER_LOST = -1001
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,13 @@ def trial_config(
     the slot's GPUs (mirrored when there are several) and tracked under `run_name` with
     system metrics of its own share of the host."""
     raw = apply(base, values)
-    if len(slot.gpus) > 1:
+    if slot.gpu_count > 1:
         raw.setdefault("trainer", {})["distribute"] = "mirrored"
     tracking = raw.setdefault("tracking", {})
     tracking["run_name"] = run_name
     tracking["system_metrics_scope"] = "own"  # this trial's processes and GPUs, not the host's
+    if slot.mirror_checkpoints:  # its node may die: the retry elsewhere resumes from MLflow
+        raw.setdefault("checkpoint", {})["mirror_to_mlflow"] = True
     return raw
 
 
@@ -102,53 +105,10 @@ class TrialProcess(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts trial processes."""
+    """Starts trial processes, and knows where they may run."""
+
+    def slots(self) -> Sequence[Slot]:
+        """Where trials may run now, one trial per slot (a cluster's may grow and shrink)."""
+        ...
 
     def launch(self, spec_file: Path, *, slot: Slot, log: Path) -> TrialProcess: ...
-
-
-class LocalProcess:
-    """A trial process on this machine."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self._process = process
-        self.owner = owner(process.pid)
-
-    def poll(self) -> int | None:
-        return self._process.poll()
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-
-    def wait(self) -> int:
-        return self._process.wait()
-
-
-class LocalLauncher:
-    """Starts each trial as a fresh Python process on this machine."""
-
-    def launch(self, spec_file: Path, *, slot: Slot, log: Path) -> LocalProcess:
-        env = {
-            **os.environ,
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's ids are nvidia-smi's (and NVML's)
-            "CUDA_VISIBLE_DEVICES": slot.visible,
-            DEVICE_ENV: slot.name,
-            "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # no memory held beyond what the trial uses
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(log, "wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", TRIAL_MODULE, str(spec_file)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # Its own session: a Ctrl-C on the search's terminal reaches the supervisor
-                # only, which stops each trial once (a second signal would stop it at once,
-                # mid-step).
-                start_new_session=True,
-            )
-        if slot.cores:  # before the trial imports TensorFlow and starts its threads
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(process.pid, slot.cores)
-        return LocalProcess(process)

@@ -1,4 +1,4 @@
-"""Where trials run: the slots of `--devices`, one trial process per slot.
+"""Where trials run on this machine: the slots of `--devices`, one trial process per slot.
 
 `0,1,2,3` is a GPU per trial, `0,1:2,3` two GPUs per trial (the run mirrors over them),
 `cpu:2` two CPU slots, each pinned to its own share of the cores; the default is every
@@ -16,16 +16,28 @@ from experiments.errors import UsageError
 # The slot a trial process runs on (`gpu0`, `gpu0+1`, `cpu1`), set by its launcher and recorded
 # as the run's tag `harness.device`.
 DEVICE_ENV = "HARNESS_DEVICE"
+# The machine a trial process runs on, where its launcher knows better than its host name (a
+# Ray node: `ip/node id`); recorded as the run's tag `harness.node`.
+NODE_ENV = "HARNESS_NODE"
 
 
 @dataclass(frozen=True)
 class Slot:
     """Where one trial runs: GPU ids (`CUDA_VISIBLE_DEVICES`), or none for a CPU slot; a CPU
-    slot may own a share of the host's cores (its process is pinned to them)."""
+    slot may own a share of the host's cores (its process is pinned to them). A cluster's slot
+    names no GPU ids (the cluster assigns them when it places the trial), only how many
+    (`placed_gpus`), and whether the trial's checkpoints must be mirrored to MLflow (its node
+    may die, and its retry run elsewhere)."""
 
     name: str
     gpus: tuple[str, ...] = ()
     cores: tuple[int, ...] = ()
+    placed_gpus: int = 0
+    mirror_checkpoints: bool = False
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus) or self.placed_gpus
 
     @property
     def visible(self) -> str:
