@@ -13,10 +13,17 @@ import yaml
 
 
 def timed_search(
-    folder: Path, config: dict[str, Any], *, slots: int, trials: int
+    folder: Path,
+    config: dict[str, Any],
+    *,
+    slots: int,
+    trials: int,
+    where: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, Any, str]:
-    """Run the search of `config` (its study named after `tracking.experiment`) on `cpu:slots`;
-    its wall time in seconds, the finished Optuna study and the MLflow tracking URI."""
+    """Run the search of `config` (its study named after `tracking.experiment`) on `cpu:slots`
+    (or where `where` says: `--launcher ray ...`); its wall time in seconds, the finished
+    Optuna study and the MLflow tracking URI."""
     import optuna
 
     folder.mkdir()
@@ -26,8 +33,10 @@ def timed_search(
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "experiments.cli", "search", str(path)]
-        + ["--devices", f"cpu:{slots}", "--n-trials", str(trials), "--tracking-uri", uri],
+        + (where or ["--devices", f"cpu:{slots}"])
+        + ["--n-trials", str(trials), "--tracking-uri", uri],
         cwd=folder,
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )

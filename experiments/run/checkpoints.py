@@ -13,16 +13,27 @@ from experiments.errors import UsageError
 
 TAG = "harness.checkpoint_dir"  # the MLflow tag `harness resume` finds the checkpoints by
 MIRROR = "checkpoint/latest"  # the artifact path of the mirrored latest checkpoint
+# Set by a launcher whose machines do not share the working directory (a Ray node): a relative
+# `checkpoint.dir` is written under it, on that machine's own disk (and mirrored to MLflow).
+# The config is unchanged by it, so a retry on another machine resumes with the same config.
+ROOT_ENV = "HARNESS_CHECKPOINT_ROOT"
+
+
+def _template(config: ExperimentConfig) -> str:
+    root = os.environ.get(ROOT_ENV)
+    template = config.checkpoint.dir
+    return str(Path(root) / template) if root and not Path(template).is_absolute() else template
 
 
 def checkpoint_dir(config: ExperimentConfig, run_id: str) -> Path:
-    """`checkpoint.dir` with `{experiment}` and `{run_id}` filled in."""
-    return Path(config.checkpoint.dir.format(experiment=config.tracking.experiment, run_id=run_id))
+    """`checkpoint.dir` with `{experiment}` and `{run_id}` filled in (under the launcher's
+    root, when it set one)."""
+    return Path(_template(config).format(experiment=config.tracking.experiment, run_id=run_id))
 
 
 def check_checkpoint_dir(config: ExperimentConfig) -> None:
     """Before a new run: the directory can be made, and holds no other run's checkpoints."""
-    template = config.checkpoint.dir
+    template = _template(config)
     fixed = template.split("{run_id}")[0].format(experiment=config.tracking.experiment)
     # The part before {run_id}; without it, the directory itself.
     check_writable(Path(fixed), key="checkpoint.dir", example="checkpoints/{experiment}/{run_id}")

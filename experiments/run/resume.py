@@ -126,7 +126,8 @@ def find_resume_point(
         trained = run.data.tags.get("harness.epochs_trained", "")
         epochs = int(trained) if trained.isdigit() else config.trainer.epochs
         return config, ResumePoint(run_id, local, 0, epochs, 0, None, changed, finished=True)
-    if not local.is_dir() and not never_trained:
+    if not local.is_dir():  # on another machine (a lost Ray node): its mirror, if it has one
+        # (even with no step logged: the points still on their way may have died with it)
         local = _from_mirror(runs, run_id, local, config)
     point = _latest_checkpoint(run_id, local, config, changed, never_trained)
     if point.state is not None and point.epoch >= config.trainer.epochs:

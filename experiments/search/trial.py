@@ -102,25 +102,6 @@ def stop_when_orphaned() -> threading.Event:
     return orphaned
 
 
-# Set by a launcher whose machines do not share the working directory (a Ray node): a
-# relative `checkpoint.dir` is written under it, on the node's own disk (mirrored to MLflow).
-CHECKPOINT_ROOT_ENV = "HARNESS_CHECKPOINT_ROOT"
-
-
-def with_checkpoint_root(config: Any) -> Any:
-    """The config with a relative `checkpoint.dir` under the launcher's checkpoint root."""
-    root = os.environ.get(CHECKPOINT_ROOT_ENV)
-    if not root or Path(config.checkpoint.dir).is_absolute():
-        return config
-    return config.model_copy(
-        update={
-            "checkpoint": config.checkpoint.model_copy(
-                update={"dir": str(Path(root) / config.checkpoint.dir)}
-            )
-        }
-    )
-
-
 def main(argv: list[str]) -> int:
     import optuna
 
@@ -138,7 +119,7 @@ def main(argv: list[str]) -> int:
     trial = optuna_internals.trial_for(study, spec.trial_id)
     number = trial.number
     trial.set_user_attr(PROCESS_ATTR, owner())  # where its launcher could not tell (a cluster)
-    config = with_checkpoint_root(ExperimentConfig.model_validate(spec.config))
+    config = ExperimentConfig.model_validate(spec.config)
     tags = {
         "mlflow.parentRunId": spec.parent_run_id,
         "harness.study": spec.study,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from experiments.errors import UsageError
 
 RAY_EXTRA = "pip install -e '.[ray]'"
 _REACH_TIMEOUT_S = 3.0
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def import_ray() -> Any:
@@ -71,8 +73,19 @@ def connect(spec: LauncherSpec, address: str | None) -> RayCluster:
         UsageError: Ray is missing, the address is malformed or does not answer, or no node
             has the resources one trial asks for.
     """
-    ray = import_ray()
     named = address or spec.address or os.environ.get("RAY_ADDRESS")
+    if not named:
+        # Ray on Linux replaces 127.0.0.1 by the host's reachable address, unless it is told it
+        # runs a single-machine instance (as on macOS): the search's own instance stays on
+        # loopback. (Read when Ray is imported; its processes inherit it.)
+        os.environ.setdefault(_SINGLE_MACHINE_ENV, "0")
+        # Token authentication, as Ray starts a local instance by default, but with a token of
+        # this search's own: Ray would write one to ~/.ray/auth_token, which every later
+        # `ray start` on this machine would then pick up (and its nodes fail to join).
+        if os.environ.setdefault("RAY_AUTH_MODE", "token") == "token":
+            if not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+                os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    ray = import_ray()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if named:
         _check_address(named)
@@ -86,9 +99,12 @@ def connect(spec: LauncherSpec, address: str | None) -> RayCluster:
             ) from None
     else:
         ray.init(
-            address="local", include_dashboard=spec.dashboard, _node_ip_address="127.0.0.1",
-            **quiet,
-        )  # fmt: skip
+            address="local",
+            include_dashboard=spec.dashboard,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.ERROR,  # its notices (token authentication on) are ours
+        )
         named = "local"
     cluster = RayCluster(
         ray,

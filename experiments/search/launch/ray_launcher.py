@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.run.checkpoints import ROOT_ENV
 from experiments.search.launch.base import NODE_LOST, TRIAL_MODULE, WORKER_LOST
 from experiments.search.launch.ray_cluster import RayCluster
 from experiments.search.launch.slots import DEVICE_ENV, NODE_ENV, Slot
@@ -129,9 +130,7 @@ def run_on_node(
         "PYTHONUNBUFFERED": "1",
     }
     if not shared_checkpoints:  # on this node's own disk, mirrored to MLflow
-        from experiments.search.trial import CHECKPOINT_ROOT_ENV
-
-        env[CHECKPOINT_ROOT_ENV] = str(Path(tempfile.gettempdir(), "harness-ray", node_id[:12]))
+        env[ROOT_ENV] = str(Path(tempfile.gettempdir(), "harness-ray", node_id[:12]))
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", TRIAL_MODULE, str(spec)],

@@ -74,7 +74,9 @@ def open_grpc_storage(url: str) -> Any:
             f"--storage '{url}': a gRPC storage proxy is written grpc://HOST:PORT, e.g. "
             "grpc://10.0.0.5:13000"
         )
-    return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    with warnings.catch_warnings():  # "experimental" in Optuna 5: our choice, not news
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
 
 
 @contextmanager

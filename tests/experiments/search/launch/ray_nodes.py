@@ -71,8 +71,12 @@ class Node:
 
 @dataclass
 class Cluster:
+    """Its address, its nodes, and the environment a process that joins it needs: the
+    cluster's own authentication token (Ray's default token file is never written)."""
+
     address: str
     nodes: list[Node]
+    env: dict[str, str]
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -88,9 +92,9 @@ class Cluster:
             shutil.rmtree(node.checkpoint_root(), ignore_errors=True)
 
 
-def _ray(*args: str) -> None:
+def _ray(*args: str, auth: dict[str, str]) -> None:
     ray = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", **auth}
     result = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
@@ -109,8 +113,11 @@ def _node_id(pids: set[int]) -> str:
 
 def start_cluster(gpus_per_node: int = 2) -> Cluster:
     """A head node and a second node, each with 1 CPU and `gpus_per_node` GPUs."""
+    import secrets
+
     port = free_port()
     address = f"127.0.0.1:{port}"
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     nodes = []
     for extra in (
         ["--head", f"--port={port}", "--include-dashboard=false"],
@@ -118,8 +125,8 @@ def start_cluster(gpus_per_node: int = 2) -> Cluster:
     ):
         before = _ray_processes()
         _ray("start", *extra, "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             f"--num-gpus={gpus_per_node}", "--disable-usage-stats")  # fmt: skip
+             f"--num-gpus={gpus_per_node}", "--disable-usage-stats", auth=auth)  # fmt: skip
         time.sleep(1.0)
         pids = _ray_processes() - before
         nodes.append(Node(_node_id(pids), pids))
-    return Cluster(address, nodes)
+    return Cluster(address, nodes, auth)
