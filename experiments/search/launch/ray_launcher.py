@@ -141,11 +141,21 @@ def run_on_node(
             start_new_session=True,  # a signal to the task's worker is not the trial's
         )
     try:
-        code = process.wait()
+        code = _wait(process)
     except KeyboardInterrupt:  # ray.cancel: stop it as a Ctrl-C on a local search would
         process.send_signal(signal.SIGTERM)
         code = process.wait()
     return code, _tail(log)
+
+
+def _wait(process: subprocess.Popen[bytes]) -> int:
+    """Its exit status, waited for in short steps: Ray's cancel raises KeyboardInterrupt
+    between two Python instructions, never inside one blocking wait."""
+    while True:
+        try:
+            return process.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _node_paths(spec: Path, log: Path, node_id: str) -> tuple[Path, Path]:

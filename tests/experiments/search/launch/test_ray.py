@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -177,6 +178,47 @@ def test_trials_run_across_both_nodes_on_their_own_gpus_and_a_lost_node_s_trial_
     # ASHA prunes the bad learning rate.
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and all(t.params["optimizer.learning_rate"] == 1.0e-6 for t in pruned)
+
+
+def test_ctrl_c_cancels_the_tasks_and_their_trials_stop_at_a_checkpoint(
+    cluster: Cluster, in_tmp: Path, mlflow_uri: str
+) -> None:
+    import psutil
+
+    slow = {"class_path": "tests.experiments.user_code:SlowBatches", "init_args": {"seconds": 0.1}}
+    config = _config(
+        in_tmp,
+        "ray-ctrl-c",
+        {**ASHA, "n_trials": 2, "pruner": "none"},
+        **{"trainer.epochs": 40, "checkpoint.every_n_steps": 2, "callbacks": [slow]},
+    )
+    command = ["search", str(config), "--launcher", "ray", "--ray-address", cluster.address]
+    search = _harness(*command, "--tracking-uri", mlflow_uri, cwd=in_tmp, env=cluster.env)
+    client = MlflowClient(mlflow_uri)
+    deadline = time.monotonic() + 240
+    while True:  # both trials train, checkpointed
+        found = client.get_experiment_by_name("ray-ctrl-c")
+        runs = [] if found is None else client.search_runs([found.experiment_id])
+        trained = [r for r in runs if client.list_artifacts(r.info.run_id, "checkpoint/latest")]
+        if len(trained) == 2:
+            break
+        assert time.monotonic() < deadline and search.poll() is None
+        time.sleep(0.2)
+    search.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    out, _ = search.communicate(timeout=120)
+    assert search.returncode == 130, out.decode()[-3000:]
+    assert time.monotonic() - interrupted < 30  # stopped, not trained to the end
+    study = _journal(in_tmp, "ray-ctrl-c")
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    for run in trained:
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+    trials = [
+        p for p in psutil.process_iter(["cmdline"])
+        if "experiments.search.trial" in " ".join(p.info["cmdline"] or [])
+        and p.status() != psutil.STATUS_ZOMBIE
+    ]  # fmt: skip
+    assert trials == []
 
 
 def test_a_local_ray_instance_with_postgresql_storage_is_started_and_stopped(
