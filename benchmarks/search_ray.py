@@ -35,10 +35,28 @@ SPACE = {"optimizer.learning_rate": {"float": [1.0e-5, 0.1], "log": True}}
 EPOCHS = 4
 
 
-def _launch_latencies(study: Any) -> list[float]:
+def _clock_offset() -> float:
+    """How far a process's start time as the kernel reports it (psutil, counted from the boot
+    time in whole ticks) lies from `time.time()` when it was started: measured on a process
+    started here, and taken off the trials' process start times."""
+    import subprocess
+
+    import psutil
+
+    offsets = []
+    for _ in range(5):
+        before = time.time()
+        child = subprocess.Popen(["sleep", "0.2"])
+        offsets.append(psutil.Process(child.pid).create_time() - before)
+        child.wait()
+    return statistics.median(offsets)
+
+
+def _launch_latencies(study: Any, offset: float) -> list[float]:
     """Each trial's Optuna start to its process's start (`host:pid:start` it recorded)."""
     return [
         float(t.user_attrs["harness.trial_process"].rsplit(":", 1)[1])
+        - offset
         - t.datetime_start.timestamp()
         for t in study.get_trials()
     ]
@@ -65,9 +83,9 @@ def launchers(root: Path, trials: int) -> None:
         )
     finally:
         cluster.stop()
-    medians = {}
+    medians, offset = {}, _clock_offset()
     for name, (wall, study, _) in results.items():
-        latencies = _launch_latencies(study)
+        latencies = _launch_latencies(study, offset)
         medians[name] = statistics.median(latencies)
         print(
             f"{name}: {trials} trials in {wall:.0f} s, the trials themselves {_span(study):.0f} s"
