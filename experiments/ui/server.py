@@ -11,7 +11,9 @@ import sys
 import threading
 import time
 import webbrowser
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from experiments.errors import UsageError, first_line
 from experiments.ui.links import VIEW_KEY, VIEW_STATE_TAG_PREFIX, runs_view_url
@@ -74,7 +76,13 @@ def serve_ui(
         # on a new store the server creates the tables meanwhile.)
         with ThreadPoolExecutor(1) as pool:
             importing = pool.submit(importlib.import_module, "mlflow.tracking")
-            _wait_until_serving(server, address, log)
+            wait_until_serving(
+                server,
+                address,
+                log.reason,
+                what="the MLflow UI",
+                hint="If the port is taken, pick another with --port",
+            )
             importing.result()
         starting.close()
         if verbose:
@@ -179,16 +187,27 @@ class _ServerLog:
         return last.split("ERROR:", 1)[-1].strip()  # without the log line's time stamp
 
 
-def _wait_until_serving(server: subprocess.Popen[str], address: str, log: _ServerLog) -> None:
+def wait_until_serving(
+    server: subprocess.Popen[Any],
+    address: str,
+    reason: Callable[[int | None], str],
+    *,
+    what: str,
+    hint: str,
+) -> None:
+    """Until the MLflow server `server` answers at `address`; `what` did not start (with the
+    `reason` read from its log, and the `hint`) is one line.
+
+    Raises:
+        UsageError: it stopped, or did not answer within two minutes.
+    """
     import requests
 
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            reason = log.reason(server.returncode)
             raise UsageError(
-                f"the MLflow UI did not start at {address}: {reason[:300]}. If the port is "
-                "taken, pick another with --port"
+                f"{what} did not start at {address}: {reason(server.returncode)[:300]}. {hint}"
             )
         try:
             if requests.get(f"{address}/health", timeout=2).status_code == 200:
@@ -197,8 +216,8 @@ def _wait_until_serving(server: subprocess.Popen[str], address: str, log: _Serve
             pass
         time.sleep(0.3)
     raise UsageError(
-        f"the MLflow UI did not answer at {address} within {_START_TIMEOUT_S:.0f} s; "
-        "check the store URI and the port"
+        f"{what} did not answer at {address} within {_START_TIMEOUT_S:.0f} s; check the store "
+        "URI and the port"
     )
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.search.launch.slots import Slot
+from experiments.search.launch.slots import DEVICE_ENV, Slot
 from experiments.search.space import apply
 
 TRIAL_MODULE = "experiments.search.trial"
@@ -112,3 +115,39 @@ class Launcher(Protocol):
         ...
 
     def launch(self, spec_file: Path, *, slot: Slot, log: Path) -> TrialProcess: ...
+
+
+def start_trial_process(
+    spec_file: Path,
+    log: Path,
+    *,
+    gpus: str,
+    device: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """`python -m experiments.search.trial SPEC` on this machine, its output in `log`, seeing
+    only the GPUs `gpus` (`CUDA_VISIBLE_DEVICES`, set before TensorFlow is imported; "" hides
+    them all) with memory growth on, its slot named `device` (the run's `harness.device`).
+
+    Its own session: a Ctrl-C on the search's terminal reaches the supervisor only, which
+    stops each trial once (a second signal would stop it at once, mid-step); on a cluster's
+    node, a signal to the watching worker is not the trial's either."""
+    environment = {
+        **os.environ,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's ids are nvidia-smi's (and NVML's)
+        "CUDA_VISIBLE_DEVICES": gpus,
+        DEVICE_ENV: device,
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # no memory held beyond what the trial uses
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    with open(log, "wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", TRIAL_MODULE, str(spec_file)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=cwd,
+            start_new_session=True,
+        )

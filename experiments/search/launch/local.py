@@ -9,12 +9,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.search.launch.base import TRIAL_MODULE
-from experiments.search.launch.slots import DEVICE_ENV, Slot
+from experiments.search.launch.base import start_trial_process
+from experiments.search.launch.slots import Slot
 from tracking.owner import owner
 
 
@@ -46,25 +45,7 @@ class LocalLauncher:
         return self._slots
 
     def launch(self, spec_file: Path, *, slot: Slot, log: Path) -> LocalProcess:
-        env = {
-            **os.environ,
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's ids are nvidia-smi's (and NVML's)
-            "CUDA_VISIBLE_DEVICES": slot.visible,
-            DEVICE_ENV: slot.name,
-            "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # no memory held beyond what the trial uses
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(log, "wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", TRIAL_MODULE, str(spec_file)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # Its own session: a Ctrl-C on the search's terminal reaches the supervisor
-                # only, which stops each trial once (a second signal would stop it at once,
-                # mid-step).
-                start_new_session=True,
-            )
+        process = start_trial_process(spec_file, log, gpus=slot.visible, device=slot.name)
         if slot.cores:  # before the trial imports TensorFlow and starts its threads
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(process.pid, slot.cores)

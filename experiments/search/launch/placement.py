@@ -37,7 +37,7 @@ class LocalPlacement:
 
     def __init__(self, devices: str | None, max_concurrent: int | None) -> None:
         slots = parse_devices(devices)[:max_concurrent]
-        self.launcher = LocalLauncher(slots)
+        self.launcher: Launcher = LocalLauncher(slots)
         self.direct_writers = len(slots)  # every trial process
         self.description = f"{len(slots)} slot(s) ({', '.join(s.name for s in slots)})"
 
@@ -59,7 +59,9 @@ class RayPlacement:
         from experiments.search.launch.ray_launcher import RayLauncher
 
         self.cluster = connect(spec, address)
-        self.launcher = RayLauncher(self.cluster, shared_checkpoints=spec.shared_checkpoints)
+        self.launcher: Launcher = RayLauncher(
+            self.cluster, shared_checkpoints=spec.shared_checkpoints
+        )
         self.direct_writers = 1  # this driver: the trials reach a local storage through it
         asks = ", ".join(f"{amount:g} {name}" for name, amount in self.cluster.per_trial.items())
         self.description = (

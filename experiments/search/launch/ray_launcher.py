@@ -15,16 +15,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from experiments.run.checkpoints import ROOT_ENV
-from experiments.search.launch.base import NODE_LOST, TRIAL_MODULE, WORKER_LOST
+from experiments.search.launch.base import NODE_LOST, WORKER_LOST, start_trial_process
 from experiments.search.launch.ray_cluster import RayCluster
-from experiments.search.launch.slots import DEVICE_ENV, NODE_ENV, Slot
+from experiments.search.launch.slots import NODE_ENV, Slot
 
 _LOG_TAIL_BYTES = 1 << 20  # the part of a trial's log sent back from a node that is not ours
 _CAPACITY_EVERY_S = 5.0  # how often the cluster's size is read again (nodes join and leave)
@@ -120,26 +119,17 @@ def run_on_node(
     gpus = [str(gpu) for gpu in ray.get_gpu_ids()]
     spec, log = _node_paths(Path(spec_path), Path(log_path), node_id)
     spec.write_text(spec_text)
-    env = {
-        **os.environ,
-        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": ",".join(gpus),  # "" hides every GPU: a CPU trial
-        DEVICE_ENV: "gpu" + "+".join(gpus) if gpus else "cpu",
-        NODE_ENV: f"{ray.util.get_node_ip_address()}/{node_id[:8]}",
-        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = {NODE_ENV: f"{ray.util.get_node_ip_address()}/{node_id[:8]}"}
     if not shared_checkpoints:  # on this node's own disk, mirrored to MLflow
         env[ROOT_ENV] = str(Path(tempfile.gettempdir(), "harness-ray", node_id[:12]))
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", TRIAL_MODULE, str(spec)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd if os.path.isdir(cwd) else None,
-            start_new_session=True,  # a signal to the task's worker is not the trial's
-        )
+    process = start_trial_process(
+        spec,
+        log,
+        gpus=",".join(gpus),  # "" hides every GPU: a CPU trial
+        device="gpu" + "+".join(gpus) if gpus else "cpu",
+        env=env,
+        cwd=cwd if os.path.isdir(cwd) else None,
+    )
     try:
         code = _wait(process)
     except KeyboardInterrupt:  # ray.cancel: stop it as a Ctrl-C on a local search would

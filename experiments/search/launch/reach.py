@@ -25,7 +25,6 @@ from typing import Any
 
 from experiments.errors import UsageError
 
-_START_TIMEOUT_S = 120.0
 SERVED_STORAGES = ("journal://", "sqlite")  # storages only this machine can open
 
 
@@ -87,7 +86,7 @@ def tracking_served(tracking_uri: str, host: str, folder: Path) -> Iterator[str]
     if tracking_uri.startswith(("http://", "https://", "databricks")):
         yield tracking_uri
         return
-    from experiments.ui.server import stop_server
+    from experiments.ui.server import stop_server, wait_until_serving
     from tracking.mlflow.store import sqlite_path
 
     port = free_port(host)
@@ -108,7 +107,13 @@ def tracking_served(tracking_uri: str, host: str, folder: Path) -> Iterator[str]
         )
     address = f"http://{host}:{port}"
     try:
-        _wait_until_serving(server, address, log)
+        wait_until_serving(
+            server,
+            address,
+            lambda code: _last_line(log) or f"exit status {code}",
+            what="the MLflow server for the cluster's trials",
+            hint=f"Its log: {log}",
+        )
         yield address
     finally:
         stop_server(server)  # type: ignore[arg-type]
@@ -122,24 +127,9 @@ def _artifact_root(tracking_uri: str, database: Path | None) -> Path:
     return Path(tracking_uri.removeprefix("file://")).resolve()
 
 
-def _wait_until_serving(server: subprocess.Popen[bytes], address: str, log: Path) -> None:
-    import requests
-
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
-            raise UsageError(
-                f"the MLflow server for the cluster's trials did not start at {address}: "
-                f"{lines[-1][:300]} (its log: {log})"
-            )
-        try:
-            if requests.get(f"{address}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise UsageError(f"the MLflow server at {address} did not answer in {_START_TIMEOUT_S:.0f} s")
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def _wait_for_port(host: str, port: int, *, what: str, timeout_s: float = 30.0) -> None:
