@@ -6,7 +6,8 @@
   continuation, which the next `harness search` (or any worker) picks up (`hand_back`).
 - Both gone at once on one host (the machine rebooted, the process group was killed): the next
   supervisor on that host finds their RUNNING trials by the owners recorded in each trial's
-  attributes, fails them and retries them from their checkpoints (`reap_dead_on_this_host`).
+  attributes, fails them and retries them from their checkpoints (`reap_dead_on_this_host`);
+  so too the trials of a dead supervisor on a Ray cluster, which Ray stopped with it.
   Other hosts' trials are PostgreSQL's heartbeats' business.
 """
 
@@ -23,6 +24,7 @@ ATTEMPT_ATTR = "harness.attempt"  # retries of the original trial so far
 RESUME_ATTR = "harness.resume_run"  # the run a retry continues
 SUPERVISOR_ATTR = "harness.supervisor"  # host:pid:start of the supervisor that asked for it
 PROCESS_ATTR = "harness.trial_process"  # host:pid:start of the process that trains it
+CLUSTER_TASK = "ray task "  # the start of PROCESS_ATTR for a trial a Ray task watches
 HANDED_BACK_ATTR = "harness.handed_back"  # set by an orphan that queued its own continuation
 
 
@@ -93,7 +95,10 @@ def reap_dead_on_this_host(study: Any, runs: Any, retries: int) -> list[int]:
     for frozen in running:
         attrs = frozen.user_attrs
         process = attrs.get(PROCESS_ATTR)  # none: its supervisor died before starting it
-        if not (gone(attrs.get(SUPERVISOR_ATTR)) and (process is None or gone(process))):
+        # A cluster's trial (`ray task ...`) went with its supervisor: Ray stops a driver's
+        # tasks when it dies, and their trial processes stop as orphans.
+        ended = process is None or gone(process) or process.startswith(CLUSTER_TASK)
+        if not (gone(attrs.get(SUPERVISOR_ATTR)) and ended):
             continue
         run_id = attrs.get(RUN_ATTR)
         if run_id is not None:

@@ -25,7 +25,6 @@ from experiments.quiet import import_tensorflow_quietly
 from experiments.search.launch import DEVICE_ENV, NODE_ENV
 from experiments.search.study import ERROR_ATTR, RUN_ATTR, STATE_TAG, VALUE_TAG
 from harness.stopping import TrainingInterrupted
-from tracking.owner import owner
 
 import_tensorflow_quietly()  # the trial's log without TensorFlow's C++ start-up lines
 import keras  # noqa: E402
@@ -109,7 +108,6 @@ def main(argv: list[str]) -> int:
     from experiments.run.run import run_experiment
     from experiments.search import optuna_internals
     from experiments.search.launch import TrialSpec
-    from experiments.search.recovery import PROCESS_ATTR
     from experiments.search.study import load_for_trial, open_storage
     from experiments.tracking_setup import tracking_store
 
@@ -118,7 +116,6 @@ def main(argv: list[str]) -> int:
     study = load_for_trial(open_storage(spec.storage, slots=1), spec.study)
     trial = optuna_internals.trial_for(study, spec.trial_id)
     number = trial.number
-    trial.set_user_attr(PROCESS_ATTR, owner())  # where its launcher could not tell (a cluster)
     config = ExperimentConfig.model_validate(spec.config)
     tags = {
         "mlflow.parentRunId": spec.parent_run_id,

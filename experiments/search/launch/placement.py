@@ -76,8 +76,9 @@ class RayPlacement:
         from experiments.search.launch.reach import storage_served, tracking_served
 
         host = self.cluster.driver_ip
-        with storage_served(storage_url, storage, host) as served_storage:
-            with tracking_served(tracking_uri, host, folder) as served_uri:
+        # The MLflow server first: its process is forked before the gRPC proxy's threads run.
+        with tracking_served(tracking_uri, host, folder) as served_uri:
+            with storage_served(storage_url, storage, host) as served_storage:
                 yield served_storage, served_uri
 
     def close(self) -> None:

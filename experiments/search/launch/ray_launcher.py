@@ -24,6 +24,7 @@ from experiments.run.checkpoints import ROOT_ENV
 from experiments.search.launch.base import NODE_LOST, WORKER_LOST, start_trial_process
 from experiments.search.launch.ray_cluster import RayCluster
 from experiments.search.launch.slots import NODE_ENV, Slot
+from experiments.search.recovery import CLUSTER_TASK
 
 _LOG_TAIL_BYTES = 1 << 20  # the part of a trial's log sent back from a node that is not ours
 _CAPACITY_EVERY_S = 5.0  # how often the cluster's size is read again (nodes join and leave)
@@ -35,7 +36,7 @@ class RayProcess:
     def __init__(self, ray: Any, ref: Any, log: Path) -> None:
         self._ray, self._ref, self._log = ray, ref, log
         self._code: int | None = None
-        self.owner = f"ray task {ref.task_id().hex()[:16]}"  # the process records its own
+        self.owner = f"{CLUSTER_TASK}{ref.task_id().hex()[:16]}"
 
     def poll(self) -> int | None:
         if self._code is None:

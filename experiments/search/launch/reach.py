@@ -103,7 +103,12 @@ def tracking_served(tracking_uri: str, host: str, folder: Path) -> Iterator[str]
     log = folder / "mlflow-server.log"
     with open(log, "wb") as output:
         server = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
     address = f"http://{host}:{port}"
     try:
@@ -125,6 +130,17 @@ def _artifact_root(tracking_uri: str, database: Path | None) -> Path:
     if database is not None:
         return (database.parent / "mlruns").resolve()
     return Path(tracking_uri.removeprefix("file://")).resolve()
+
+
+def _stop_with_parent() -> None:
+    """In the server's process: SIGTERM when the search dies (even by SIGKILL), so no server
+    outlives it (Linux's parent-death signal; elsewhere it is stopped at the search's end)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _last_line(log: Path) -> str:

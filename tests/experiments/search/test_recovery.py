@@ -1,6 +1,7 @@
 """Trials whose supervisor and process both ended without a word (a reboot, a killed process
-group) are failed and retried by the next supervisor on their host; live or other hosts'
-trials are left alone. A real journal-file study and a real MLflow store."""
+group) are failed and retried by the next supervisor on their host, as are a dead driver's
+Ray trials; live or other hosts' trials are left alone. A real journal-file study and a real
+MLflow store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from experiments.search.recovery import (
     ATTEMPT_ATTR,
+    CLUSTER_TASK,
     PROCESS_ATTR,
     RESUME_ATTR,
     SUPERVISOR_ATTR,
@@ -46,7 +48,9 @@ def test_trials_of_a_dead_supervisor_and_process_are_failed_and_retried(
     cases = {  # (supervisor, trial process): reaped?
         "both ended": (dead, dead, True),
         "ended before its process started": (dead, None, True),
+        "a Ray task's, its driver gone": (dead, f"{CLUSTER_TASK}6f2a", True),
         "process still stopping": (dead, alive, False),
+        "a Ray task's, its driver alive": (alive, f"{CLUSTER_TASK}6f2b", False),
         "supervisor alive": (alive, dead, False),
         "another host's": (elsewhere, elsewhere, False),
     }
@@ -62,14 +66,14 @@ def test_trials_of_a_dead_supervisor_and_process_are_failed_and_retried(
 
     reaped = reap_dead_on_this_host(study, tracking_store(mlflow_uri), retries=1)
 
-    assert reaped == [0, 1]
+    assert reaped == [0, 1, 2]
     trials = study.get_trials()
     for number, (name, (_, _, expected)) in enumerate(cases.items()):
         assert trials[number].state.name == ("FAIL" if expected else "RUNNING"), name
         run = client.get_run(runs[name])
         assert run.info.status == ("FAILED" if expected else "RUNNING"), name
     retries = trials[len(cases) :]
-    assert [t.state.name for t in retries] == ["WAITING", "WAITING"]
+    assert [t.state.name for t in retries] == ["WAITING", "WAITING", "WAITING"]
     for retry, number in zip(retries, reaped, strict=True):
         assert retry.user_attrs[RETRY_ATTR] == number
         assert retry.user_attrs[ATTEMPT_ATTR] == 1
@@ -81,5 +85,6 @@ def test_trials_of_a_dead_supervisor_and_process_are_failed_and_retried(
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a retry's turn
     assert trial.user_attrs[ATTEMPT_ATTR] == 1
     trial.set_user_attr(SUPERVISOR_ATTR, dead)
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))  # the others
     assert reap_dead_on_this_host(study, tracking_store(mlflow_uri), retries=1) == [trial.number]
-    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1  # not again
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == waiting  # none
