@@ -205,14 +205,14 @@ def test_ctrl_c_cancels_the_tasks_and_their_trials_stop_at_a_checkpoint(
         assert time.monotonic() < deadline and search.poll() is None
         time.sleep(0.2)
     search.send_signal(signal.SIGINT)
-    interrupted = time.monotonic()
     out, _ = search.communicate(timeout=120)
     assert search.returncode == 130, out.decode()[-3000:]
-    assert time.monotonic() - interrupted < 30  # stopped, not trained to the end
     study = _journal(in_tmp, "ray-ctrl-c")
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "WAITING", "WAITING"]
     for run in trained:
         assert client.get_run(run.info.run_id).info.status == "KILLED"
+        epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert len(epochs) < 40  # stopped where it was, not trained to its end
     trials = [
         p for p in psutil.process_iter(["cmdline"])
         if "experiments.search.trial" in " ".join(p.info["cmdline"] or [])
