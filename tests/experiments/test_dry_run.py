@@ -36,7 +36,7 @@ def test_a_search_dry_run_creates_no_study_and_no_run(
     args = ["search", str(shipped), "--devices", "cpu:2", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "dry run: the search can start: 16 trials over cpu0, cpu1" in out
+    assert "dry run: the search can start: 16 trials over 2 slot(s) (cpu0, cpu1)" in out
     assert list(in_tmp.iterdir()) == []  # no journal, no store
     assert main([*args, "search.space={}"]) == 2
     assert "search.space is empty" in capsys.readouterr().err
