@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,30 @@ def connect(spec: LauncherSpec, address: str | None) -> RayCluster:
                 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     ray = import_ray()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    # ray.init makes SIGTERM exit the driver at once; the search keeps its own handling (as
+    # with the local launcher: its trials, orphaned, stop themselves at a checkpoint).
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        named = _init(ray, spec, named, quiet)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    cluster = RayCluster(
+        ray,
+        named,
+        ray.util.get_node_ip_address(),
+        _per_trial(spec, ray.cluster_resources()),
+        spec.max_concurrent,
+    )
+    try:
+        _check_fits(cluster, named)
+    except UsageError:
+        cluster.close()
+        raise
+    return cluster
+
+
+def _init(ray: Any, spec: LauncherSpec, named: str | None, quiet: dict[str, Any]) -> str:
+    """Join the cluster `named`, or start a local instance; the cluster's name."""
     if named:
         _check_address(named)
         try:
@@ -106,19 +131,7 @@ def connect(spec: LauncherSpec, address: str | None) -> RayCluster:
             logging_level=logging.ERROR,  # its notices (token authentication on) are ours
         )
         named = "local"
-    cluster = RayCluster(
-        ray,
-        named,
-        ray.util.get_node_ip_address(),
-        _per_trial(spec, ray.cluster_resources()),
-        spec.max_concurrent,
-    )
-    try:
-        _check_fits(cluster, named)
-    except UsageError:
-        cluster.close()
-        raise
-    return cluster
+    return named
 
 
 def _per_trial(spec: LauncherSpec, resources: dict[str, float]) -> dict[str, float]:
